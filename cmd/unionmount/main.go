@@ -1,0 +1,256 @@
+// Command unionmount mounts a union of directories with FUSE.
+//
+//	unionmount [-f] [-d] -o lowerdir=L1:L2,upperdir=U,workdir=W MOUNTPOINT
+//
+// By default it detaches: it re-executes itself as a daemon and exits 0 only
+// once the daemon reports the mount live, or prints the daemon's error and
+// exits 1. Go cannot fork, so the daemon is a fresh process that tells its
+// parent through an inherited pipe.
+package main
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+
+	"github.com/unionmount/unionmount/fusefs"
+	"github.com/unionmount/unionmount/union"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "0.1.0-dev"
+
+// notifyEnv names the descriptor on which a daemon reports readiness.
+const notifyEnv = "UNIONMOUNT_NOTIFY_FD"
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+func run(args []string) int {
+	for _, a := range args {
+		switch a {
+		case "-h", "--help":
+			fmt.Print(usage)
+			return 0
+		case "-V", "--version":
+			fmt.Printf("unionmount version %s\n", version)
+			return 0
+		}
+	}
+	c, err := parseArgs(args)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "unionmount: %v\n%s", err, "Try 'unionmount --help'.\n")
+		return 2
+	}
+	if fdStr := os.Getenv(notifyEnv); fdStr != "" {
+		return daemon(c, fdStr)
+	}
+	if !c.foreground {
+		return detach(args)
+	}
+	return serve(c, func(error) {})
+}
+
+// detach starts the daemon and waits for its word.
+func detach(args []string) int {
+	r, w, err := os.Pipe()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "unionmount: %v\n", err)
+		return 1
+	}
+	self, err := os.Executable()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "unionmount: %v\n", err)
+		return 1
+	}
+	cmd := exec.Command(self, args...)
+	cmd.Env = append(os.Environ(), notifyEnv+"=3")
+	cmd.ExtraFiles = []*os.File{w}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		fmt.Fprintf(os.Stderr, "unionmount: start daemon: %v\n", err)
+		return 1
+	}
+	w.Close()
+	msg, _ := io.ReadAll(bufio.NewReader(r))
+	r.Close()
+	text := strings.TrimSpace(string(msg))
+	if text == "ok" {
+		_ = cmd.Process.Release()
+		return 0
+	}
+	_ = cmd.Wait()
+	if text == "" {
+		text = "daemon exited before the mount was ready"
+	}
+	fmt.Fprintf(os.Stderr, "unionmount: %s\n", text)
+	return 1
+}
+
+// daemon serves the mount in the background, reporting to fd fdStr.
+func daemon(c mountConfig, fdStr string) int {
+	fd, err := strconv.Atoi(fdStr)
+	if err != nil {
+		return 1
+	}
+	notify := os.NewFile(uintptr(fd), "notify")
+	os.Unsetenv(notifyEnv)
+	if devnull, err := os.OpenFile(os.DevNull, os.O_RDWR, 0); err == nil {
+		for _, std := range []int{0, 1, 2} {
+			_ = unix.Dup2(int(devnull.Fd()), std)
+		}
+		devnull.Close()
+	}
+	return serve(c, func(err error) {
+		if err != nil {
+			fmt.Fprintln(notify, err)
+		} else {
+			fmt.Fprintln(notify, "ok")
+		}
+		notify.Close()
+	})
+}
+
+// serve mounts c and serves it until unmounted. ready is called once, with
+// nil when the mount is live or with the error that prevented it.
+func serve(c mountConfig, ready func(error)) int {
+	fail := func(err error) int {
+		ready(err)
+		fmt.Fprintf(os.Stderr, "unionmount: %v\n", err)
+		return 1
+	}
+	unix.Umask(0) // modes from the kernel already have the caller's umask applied
+	if err := checkMountpoint(c.mountpoint); err != nil {
+		return fail(err)
+	}
+	u, err := union.New(c.union)
+	if err != nil {
+		return fail(err)
+	}
+	defer u.Close()
+	level := slog.LevelInfo
+	if c.debug {
+		level = slog.LevelDebug
+	}
+	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})))
+	root := unix.Geteuid() == 0
+	server, err := fusefs.Mount(u, c.mountpoint, fusefs.Options{
+		AllowOther: root,
+		ReadOnly:   c.readOnly || u.ReadOnly(),
+		FsName:     c.fsName,
+		Debug:      c.debug,
+		Timeout:    c.timeout,
+	})
+	if err != nil {
+		return fail(fmt.Errorf("mount %s: %w", c.mountpoint, err))
+	}
+	if err := server.WaitMount(); err != nil {
+		return fail(fmt.Errorf("mount %s: %w", c.mountpoint, err))
+	}
+	ready(nil)
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		<-sigs
+		unmount(server, c.mountpoint)
+	}()
+	server.Wait()
+	return 0
+}
+
+// unmount ends the mount on a signal. Unmount can wait for ever when a mount
+// namespace holds a copy of the mount, so the wait is bounded and then the
+// mount is detached lazily.
+func unmount(server *fuse.Server, mountpoint string) {
+	done := make(chan error, 1)
+	go func() { done <- server.Unmount() }()
+	select {
+	case err := <-done:
+		if err == nil {
+			return
+		}
+		slog.Warn("unmount failed, detaching lazily", "mountpoint", mountpoint, "err", err)
+	case <-time.After(5 * time.Second):
+		slog.Warn("unmount timed out, detaching lazily", "mountpoint", mountpoint)
+	}
+	if err := unix.Unmount(mountpoint, unix.MNT_DETACH); err != nil {
+		_ = exec.Command("fusermount3", "-u", "-z", mountpoint).Run()
+	}
+}
+
+// checkMountpoint refuses a mount point that is missing, not a directory, or
+// already a mount point.
+func checkMountpoint(mp string) error {
+	fi, err := os.Stat(mp)
+	if err != nil {
+		var pe *os.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
+		return fmt.Errorf("mountpoint %q: %w", mp, err)
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("mountpoint %q: not a directory", mp)
+	}
+	real, err := filepath.EvalSymlinks(mp)
+	if err != nil {
+		return fmt.Errorf("mountpoint %q: %w", mp, err)
+	}
+	real, _ = filepath.Abs(real)
+	mounted, err := isMountPoint(real)
+	if err != nil {
+		return fmt.Errorf("mountpoint %q: %w", mp, err)
+	}
+	if mounted {
+		return fmt.Errorf("mountpoint %q is already a mount point", mp)
+	}
+	return nil
+}
+
+// isMountPoint reads /proc/self/mountinfo for path.
+func isMountPoint(path string) (bool, error) {
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return false, err
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 4 && unescapeMount(f[4]) == path {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// unescapeMount undoes mountinfo's octal escapes (\040 for space).
+func unescapeMount(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(n))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}

@@ -1,0 +1,428 @@
+// Package fusefs serves a union.Union through the kernel's FUSE interface
+// with go-fuse's fs package. It translates requests into engine calls and
+// engine errors into errnos; it holds no union logic of its own.
+//
+// A Node is one inode of the mount. It keeps the union stack (union.Entry)
+// found when it was looked up; its union path is taken from go-fuse's tree
+// at each request, since renames of ancestors change it.
+package fusefs
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+
+	"github.com/unionmount/unionmount/union"
+)
+
+// Node is an inode of the union mount.
+type Node struct {
+	fs.Inode
+	u *union.Union
+
+	mu sync.Mutex
+	e  union.Entry // Path is not kept: see entry()
+}
+
+// What a Node implements.
+var (
+	_ = (fs.NodeLookuper)((*Node)(nil))
+	_ = (fs.NodeGetattrer)((*Node)(nil))
+	_ = (fs.NodeSetattrer)((*Node)(nil))
+	_ = (fs.NodeOpener)((*Node)(nil))
+	_ = (fs.NodeCreater)((*Node)(nil))
+	_ = (fs.NodeReaddirer)((*Node)(nil))
+	_ = (fs.NodeMkdirer)((*Node)(nil))
+	_ = (fs.NodeMknoder)((*Node)(nil))
+	_ = (fs.NodeSymlinker)((*Node)(nil))
+	_ = (fs.NodeLinker)((*Node)(nil))
+	_ = (fs.NodeReadlinker)((*Node)(nil))
+	_ = (fs.NodeUnlinker)((*Node)(nil))
+	_ = (fs.NodeRmdirer)((*Node)(nil))
+	_ = (fs.NodeRenamer)((*Node)(nil))
+	_ = (fs.NodeGetxattrer)((*Node)(nil))
+	_ = (fs.NodeSetxattrer)((*Node)(nil))
+	_ = (fs.NodeRemovexattrer)((*Node)(nil))
+	_ = (fs.NodeListxattrer)((*Node)(nil))
+	_ = (fs.NodeStatfser)((*Node)(nil))
+)
+
+// Options are the FUSE-side settings of a mount.
+type Options struct {
+	// AllowOther lets every user use the mount (permissions are checked by
+	// the kernel on the merged attributes).
+	AllowOther bool
+	// ReadOnly mounts read-only.
+	ReadOnly bool
+	// FsName is the source shown in /proc/mounts.
+	FsName string
+	// Debug logs every request.
+	Debug bool
+	// Timeout is how long the kernel may cache entries and attributes.
+	Timeout time.Duration
+}
+
+// Mount mounts u at mountpoint and returns the running server.
+func Mount(u *union.Union, mountpoint string, o Options) (*fuse.Server, error) {
+	rootEntry, err := u.Root()
+	if err != nil {
+		return nil, err
+	}
+	root := &Node{u: u, e: *rootEntry}
+	timeout := o.Timeout
+	if o.FsName == "" {
+		o.FsName = "unionmount"
+	}
+	opts := &fs.Options{
+		// Nil timeouts would mean zero: every access a round trip.
+		EntryTimeout:    &timeout,
+		AttrTimeout:     &timeout,
+		NegativeTimeout: &timeout,
+		// Mode 0 stays 0 (a chmod 000 file must not show as 0644).
+		NullPermissions: true,
+		RootStableAttr:  &fs.StableAttr{Ino: rootEntry.Ino},
+		MountOptions: fuse.MountOptions{
+			AllowOther:  o.AllowOther,
+			FsName:      o.FsName,
+			Name:        "unionmount",
+			DirectMount: unix.Geteuid() == 0,
+			Debug:       o.Debug,
+			MaxWrite:    1 << 20,
+			// The kernel checks permissions on the merged attributes.
+			Options: []string{"default_permissions"},
+		},
+	}
+	if o.ReadOnly {
+		opts.MountOptions.Options = append(opts.MountOptions.Options, "ro")
+	}
+	return fs.Mount(mountpoint, root, opts)
+}
+
+// entry returns a copy of the node's union stack with the current path.
+func (n *Node) entry() *union.Entry {
+	n.mu.Lock()
+	e := n.e
+	n.mu.Unlock()
+	e.Path = n.Path(nil)
+	return &e
+}
+
+// save keeps what an engine call learnt about the node (a copy-up).
+func (n *Node) save(e *union.Entry) {
+	n.mu.Lock()
+	n.e = *e
+	n.e.Path = ""
+	n.mu.Unlock()
+}
+
+// child registers the node for e under n, or refreshes the one the kernel
+// already knows with the same inode number.
+func (n *Node) child(ctx context.Context, e *union.Entry, st *unix.Stat_t, out *fuse.EntryOut) *fs.Inode {
+	if e.Merged() {
+		if full, err := n.u.Stat(e); err == nil {
+			st.Nlink = full.Nlink
+		}
+	}
+	c := &Node{u: n.u, e: *e}
+	c.e.Path = ""
+	in := n.NewInode(ctx, c, fs.StableAttr{Mode: e.Mode, Ino: e.Ino})
+	if old, ok := in.Operations().(*Node); ok && old != c {
+		old.save(e)
+	}
+	fillAttr(&out.Attr, st)
+	return in
+}
+
+func caller(ctx context.Context) union.Owner {
+	if c, ok := fuse.FromContext(ctx); ok {
+		return union.Owner{Uid: c.Uid, Gid: c.Gid}
+	}
+	return union.Owner{Uid: uint32(unix.Geteuid()), Gid: uint32(unix.Getegid())}
+}
+
+// errno maps an engine error to the errno the kernel gets.
+func errno(err error) syscall.Errno {
+	if err == nil {
+		return 0
+	}
+	var e syscall.Errno
+	if errors.As(err, &e) {
+		return e
+	}
+	slog.Error("unexpected error", "err", err)
+	return syscall.EIO
+}
+
+func fillAttr(a *fuse.Attr, st *unix.Stat_t) {
+	a.Ino = st.Ino
+	a.Size = uint64(st.Size)
+	a.Blocks = uint64(st.Blocks)
+	a.Atime, a.Atimensec = uint64(st.Atim.Sec), uint32(st.Atim.Nsec)
+	a.Mtime, a.Mtimensec = uint64(st.Mtim.Sec), uint32(st.Mtim.Nsec)
+	a.Ctime, a.Ctimensec = uint64(st.Ctim.Sec), uint32(st.Ctim.Nsec)
+	a.Mode = st.Mode
+	a.Nlink = uint32(st.Nlink)
+	a.Uid, a.Gid = st.Uid, st.Gid
+	a.Rdev = uint32(st.Rdev)
+	a.Blksize = uint32(st.Blksize)
+}
+
+// Lookup finds name in this directory.
+func (n *Node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	e, st, err := n.u.Lookup(n.entry(), name)
+	if err != nil {
+		return nil, errno(err)
+	}
+	return n.child(ctx, e, &st, out), 0
+}
+
+// Getattr reports the merged attributes.
+func (n *Node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	e := n.entry()
+	st, err := n.u.Stat(e)
+	if err != nil && f != nil {
+		// Unlinked but still open: ask the descriptor.
+		if fg, ok := f.(fs.FileGetattrer); ok {
+			if en := fg.Getattr(ctx, out); en != 0 {
+				return en
+			}
+			out.Ino = e.Ino
+			return 0
+		}
+	}
+	if err != nil {
+		return errno(err)
+	}
+	fillAttr(&out.Attr, &st)
+	return 0
+}
+
+// Setattr changes attributes, copying up first.
+func (n *Node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	var a union.SetAttr
+	if m, ok := in.GetMode(); ok {
+		a.Mode = &m
+	}
+	if uid, ok := in.GetUID(); ok {
+		a.Uid = &uid
+	}
+	if gid, ok := in.GetGID(); ok {
+		a.Gid = &gid
+	}
+	if sz, ok := in.GetSize(); ok {
+		s := int64(sz)
+		a.Size = &s
+	}
+	a.Atime = setTime(in.Valid, fuse.FATTR_ATIME, fuse.FATTR_ATIME_NOW, in.Atime, in.Atimensec)
+	a.Mtime = setTime(in.Valid, fuse.FATTR_MTIME, fuse.FATTR_MTIME_NOW, in.Mtime, in.Mtimensec)
+	e := n.entry()
+	err := n.u.SetAttr(e, a)
+	n.save(e)
+	if err != nil {
+		return errno(err)
+	}
+	return n.Getattr(ctx, f, out)
+}
+
+func setTime(valid, set, now uint32, sec uint64, nsec uint32) *unix.Timespec {
+	if valid&set == 0 {
+		return nil
+	}
+	if valid&now != 0 {
+		return &unix.Timespec{Nsec: unix.UTIME_NOW}
+	}
+	return &unix.Timespec{Sec: int64(sec), Nsec: int64(nsec)}
+}
+
+// Open opens the file; writing copies it up first.
+func (n *Node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	e := n.entry()
+	fd, err := n.u.Open(e, int(flags))
+	n.save(e)
+	if err != nil {
+		return nil, 0, errno(err)
+	}
+	return fs.NewLoopbackFile(fd), 0, 0
+}
+
+// Create makes and opens a new regular file.
+func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
+	e, st, fd, err := n.u.Create(n.entry(), name, int(flags), mode, caller(ctx))
+	if err != nil {
+		return nil, nil, 0, errno(err)
+	}
+	return n.child(ctx, e, &st, out), fs.NewLoopbackFile(fd), 0, 0
+}
+
+// Readdir lists the merged directory, with "." and "..".
+func (n *Node) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
+	e := n.entry()
+	ents, err := n.u.ReadDir(e)
+	if err != nil {
+		return nil, errno(err)
+	}
+	parentIno := e.Ino
+	if _, p := n.Parent(); p != nil {
+		parentIno = p.StableAttr().Ino
+	}
+	list := make([]fuse.DirEntry, 0, len(ents)+2)
+	list = append(list,
+		fuse.DirEntry{Name: ".", Mode: unix.S_IFDIR, Ino: e.Ino},
+		fuse.DirEntry{Name: "..", Mode: unix.S_IFDIR, Ino: parentIno})
+	for _, d := range ents {
+		list = append(list, fuse.DirEntry{Name: d.Name, Mode: d.Mode, Ino: d.Ino})
+	}
+	return fs.NewListDirStream(list), 0
+}
+
+// Mkdir makes a directory (opaque where a whiteout stood).
+func (n *Node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	e, st, err := n.u.Mkdir(n.entry(), name, mode, caller(ctx))
+	if err != nil {
+		return nil, errno(err)
+	}
+	return n.child(ctx, e, &st, out), 0
+}
+
+// Mknod makes a device, fifo or socket.
+func (n *Node) Mknod(ctx context.Context, name string, mode uint32, dev uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	e, st, err := n.u.Mknod(n.entry(), name, mode, uint64(dev), caller(ctx))
+	if err != nil {
+		return nil, errno(err)
+	}
+	return n.child(ctx, e, &st, out), 0
+}
+
+// Symlink makes a symlink.
+func (n *Node) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	e, st, err := n.u.Symlink(n.entry(), name, target, caller(ctx))
+	if err != nil {
+		return nil, errno(err)
+	}
+	return n.child(ctx, e, &st, out), 0
+}
+
+// Link makes a hard link to target, copying it up first.
+func (n *Node) Link(ctx context.Context, target fs.InodeEmbedder, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	src, ok := target.(*Node)
+	if !ok {
+		return nil, syscall.EXDEV
+	}
+	se := src.entry()
+	e, st, err := n.u.Link(se, n.entry(), name)
+	src.save(se)
+	if err != nil {
+		return nil, errno(err)
+	}
+	return n.child(ctx, e, &st, out), 0
+}
+
+// Readlink reads a symlink's target.
+func (n *Node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
+	t, err := n.u.Readlink(n.entry())
+	if err != nil {
+		return nil, errno(err)
+	}
+	return []byte(t), 0
+}
+
+// Unlink removes a non-directory, leaving a whiteout if a lower has it.
+func (n *Node) Unlink(ctx context.Context, name string) syscall.Errno {
+	return errno(n.u.Unlink(n.entry(), name))
+}
+
+// Rmdir removes an empty (merged) directory.
+func (n *Node) Rmdir(ctx context.Context, name string) syscall.Errno {
+	return errno(n.u.Rmdir(n.entry(), name))
+}
+
+// Rename moves name to newName in newParent.
+func (n *Node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
+	np, ok := newParent.(*Node)
+	if !ok {
+		return syscall.EXDEV
+	}
+	if err := n.u.Rename(n.entry(), name, np.entry(), newName, flags); err != nil {
+		return errno(err)
+	}
+	// Both names now live in upper; the nodes learn it at their next
+	// lookup, but an open node must not wait for that.
+	for _, c := range []*fs.Inode{n.GetChild(name), np.GetChild(newName)} {
+		if c == nil {
+			continue
+		}
+		if cn, ok := c.Operations().(*Node); ok {
+			cn.mu.Lock()
+			cn.e.Upper = true
+			cn.mu.Unlock()
+		}
+	}
+	return 0
+}
+
+// Getxattr reads an extended attribute.
+func (n *Node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+	sz, err := n.u.Getxattr(n.entry(), attr, dest)
+	return uint32(sz), errno(err)
+}
+
+// Setxattr sets an extended attribute, copying up first.
+func (n *Node) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
+	e := n.entry()
+	err := n.u.Setxattr(e, attr, data, int(flags))
+	n.save(e)
+	return errno(err)
+}
+
+// Removexattr removes an extended attribute, copying up first.
+func (n *Node) Removexattr(ctx context.Context, attr string) syscall.Errno {
+	e := n.entry()
+	err := n.u.Removexattr(e, attr)
+	n.save(e)
+	return errno(err)
+}
+
+// Listxattr lists extended attribute names.
+func (n *Node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
+	names, err := n.u.Listxattr(n.entry())
+	if err != nil {
+		return 0, errno(err)
+	}
+	sz := 0
+	for _, s := range names {
+		sz += len(s) + 1
+	}
+	if len(dest) == 0 {
+		return uint32(sz), 0
+	}
+	if len(dest) < sz {
+		return uint32(sz), syscall.ERANGE
+	}
+	off := 0
+	for _, s := range names {
+		off += copy(dest[off:], s)
+		dest[off] = 0
+		off++
+	}
+	return uint32(sz), 0
+}
+
+// Statfs reports the upper filesystem's space.
+func (n *Node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
+	st, err := n.u.Statfs()
+	if err != nil {
+		return errno(err)
+	}
+	out.Blocks, out.Bfree, out.Bavail = st.Blocks, st.Bfree, st.Bavail
+	out.Files, out.Ffree = st.Files, st.Ffree
+	out.Bsize, out.Frsize = uint32(st.Bsize), uint32(st.Frsize)
+	out.NameLen = uint32(st.Namelen)
+	return 0
+}

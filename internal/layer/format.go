@@ -1,0 +1,78 @@
+package layer
+
+import (
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// The on-disk format is kernel overlayfs's, so that an upper written by one
+// mounts with the other. Every name of it is defined here and nowhere else.
+const (
+	// TrustedPrefix is the xattr namespace of overlay metadata when mounting
+	// as root.
+	TrustedPrefix = "trusted.overlay."
+	// UserPrefix is the namespace with -o userxattr or when not root.
+	UserPrefix = "user.overlay."
+
+	// Opaque marks an upper directory whose lower counterparts are hidden
+	// ("y"), or a directory that may hold xattr whiteouts ("x").
+	Opaque = "opaque"
+	// Redirect names the lower directory a renamed directory came from: a
+	// bare name in the same parent, or an absolute path from the layer root.
+	Redirect = "redirect"
+	// XWhiteout marks a zero-size regular file as a whiteout inside a
+	// directory whose opaque xattr is "x" (kernel 6.7 "xwhiteouts").
+	XWhiteout = "whiteout"
+	// Origin is unionmount's own record of the lower object an upper object
+	// was copied up from, as "dev:ino" in hex, so that inode numbers stay
+	// the same across copy-up and remounts. Kernel overlayfs keeps its own
+	// "origin" as a file handle; this name does not collide with it and, in
+	// the overlay namespace, stays hidden under the kernel too.
+	Origin = "unionmount.origin"
+
+	// FuseOverlayfsOpaque is fuse-overlayfs's opaque marker, read only.
+	FuseOverlayfsOpaque = "user.fuseoverlayfs.opaque"
+
+	// WhiteoutPrefix starts an OCI/aufs whiteout file name, read only.
+	WhiteoutPrefix = ".wh."
+	// OpaqueWhiteout is the OCI/aufs opaque-directory marker entry, read only.
+	OpaqueWhiteout = ".wh..wh..opq"
+)
+
+// Format is the xattr namespace in force for one mount.
+type Format struct {
+	// Prefix is TrustedPrefix or UserPrefix.
+	Prefix string
+}
+
+// Name is the full xattr name of overlay attribute attr ("opaque", ...).
+func (f Format) Name(attr string) string { return f.Prefix + attr }
+
+// IsPrivate reports whether xattr name belongs to the overlay namespace in
+// force, which the mount never shows or lets users set.
+func (f Format) IsPrivate(name string) bool { return strings.HasPrefix(name, f.Prefix) }
+
+// IsWhiteout reports whether st is a kernel-format whiteout: a character
+// device with device number 0:0.
+func IsWhiteout(st *unix.Stat_t) bool {
+	return st.Mode&unix.S_IFMT == unix.S_IFCHR && st.Rdev == 0
+}
+
+// WhiteoutMode and WhiteoutDev are what mknod gets to make a whiteout.
+const (
+	WhiteoutMode = unix.S_IFCHR | 0
+	WhiteoutDev  = 0
+)
+
+// WhiteoutTarget returns NAME for an OCI whiteout file name ".wh.NAME".
+func WhiteoutTarget(name string) (string, bool) {
+	if !strings.HasPrefix(name, WhiteoutPrefix) || name == OpaqueWhiteout {
+		return "", false
+	}
+	return name[len(WhiteoutPrefix):], true
+}
+
+// IsOpaqueValue reports whether an opaque xattr value makes a directory
+// opaque ("y"); "x" only says the directory may hold xattr whiteouts.
+func IsOpaqueValue(v string) bool { return v == "y" }

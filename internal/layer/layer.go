@@ -1,0 +1,351 @@
+// Package layer is the only way into a layer's directory tree.
+//
+// A Layer is an open directory file descriptor. Every access below it goes
+// through *at system calls on a parent directory that was resolved with
+// openat2(RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS|RESOLVE_NO_MAGICLINKS): a
+// symlink, ".." or a race that swaps a directory for a symlink can never make
+// an operation reach outside the layer. Paths handed to a Layer are relative
+// to its root ("" is the root itself, "a/b" a descendant); they are names in
+// the union's namespace, never host paths.
+//
+// The on-disk format shared with kernel overlayfs (xattr names, whiteout and
+// opaque forms) is defined once, in format.go.
+package layer
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// Layer is one directory tree of a union: the upper, a lower, or the work
+// directory.
+type Layer struct {
+	// Root is the host path the layer was opened from, for messages only.
+	Root string
+	fd   int
+	// Dev is the st_dev of the layer's root directory.
+	Dev uint64
+}
+
+// Open opens the directory at hostPath as a layer.
+func Open(hostPath string) (*Layer, error) {
+	fd, err := unix.Open(hostPath, unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: hostPath, Err: err}
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return nil, &os.PathError{Op: "stat", Path: hostPath, Err: err}
+	}
+	return &Layer{Root: hostPath, fd: fd, Dev: st.Dev}, nil
+}
+
+// Close releases the layer's root descriptor.
+func (l *Layer) Close() error { return unix.Close(l.fd) }
+
+// FD is the layer's root directory descriptor. Callers must not close it.
+func (l *Layer) FD() int { return l.fd }
+
+// beneath is the resolution every lookup inside a layer uses.
+const beneath = unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS
+
+// Join joins union path components: Join("", "a") = "a".
+func Join(dir, name string) string {
+	if dir == "" {
+		return name
+	}
+	return dir + "/" + name
+}
+
+// Split splits a union path into parent and final name: Split("a/b") = ("a", "b").
+func Split(p string) (dir, name string) {
+	i := strings.LastIndexByte(p, '/')
+	if i < 0 {
+		return "", p
+	}
+	return p[:i], p[i+1:]
+}
+
+// Clean turns a layer path as stored in a redirect xattr ("/a/b") into a
+// union path ("a/b"); it refuses paths that climb out with "..".
+func Clean(p string) (string, error) {
+	c := path.Clean("/" + p)
+	if strings.Contains(c, "/../") || strings.HasSuffix(c, "/..") {
+		return "", fmt.Errorf("path %q leaves the layer", p)
+	}
+	return strings.TrimPrefix(c, "/"), nil
+}
+
+// OpenDir opens the directory at rel with O_PATH, resolved beneath the layer.
+// The caller closes the returned descriptor.
+func (l *Layer) OpenDir(rel string) (int, error) {
+	if rel == "" {
+		rel = "."
+	}
+	fd, err := unix.Openat2(l.fd, rel, &unix.OpenHow{
+		Flags:   unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC,
+		Resolve: beneath,
+	})
+	if err != nil {
+		return -1, err
+	}
+	return fd, nil
+}
+
+// Open opens rel with flags (O_NOFOLLOW is always added), resolved beneath
+// the layer.
+func (l *Layer) Open(rel string, flags int, mode uint32) (int, error) {
+	if rel == "" {
+		rel = "."
+	}
+	for {
+		fd, err := unix.Openat2(l.fd, rel, &unix.OpenHow{
+			Flags:   uint64(flags | unix.O_NOFOLLOW | unix.O_CLOEXEC),
+			Mode:    uint64(mode),
+			Resolve: beneath,
+		})
+		if err == unix.EAGAIN {
+			// openat2 with RESOLVE_* may ask to retry after a concurrent rename.
+			continue
+		}
+		if err == unix.EPERM && flags&unix.O_NOATIME != 0 {
+			// O_NOATIME needs ownership or CAP_FOWNER; fall back.
+			flags &^= unix.O_NOATIME
+			continue
+		}
+		return fd, err
+	}
+}
+
+// at runs op on the parent directory of rel and its final name.
+func (l *Layer) at(rel string, op func(dirfd int, name string) error) error {
+	if rel == "" {
+		return op(l.fd, ".")
+	}
+	dir, name := Split(rel)
+	if dir == "" {
+		return op(l.fd, name)
+	}
+	dfd, err := l.OpenDir(dir)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(dfd)
+	return op(dfd, name)
+}
+
+// Lstat returns the attributes of rel without following a final symlink.
+func (l *Layer) Lstat(rel string) (unix.Stat_t, error) {
+	var st unix.Stat_t
+	err := l.at(rel, func(dirfd int, name string) error {
+		return unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW)
+	})
+	return st, err
+}
+
+// Exists reports whether rel exists, treating any error but ENOENT and
+// ENOTDIR as an error.
+func (l *Layer) Exists(rel string) (bool, error) {
+	_, err := l.Lstat(rel)
+	if err == nil {
+		return true, nil
+	}
+	if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {
+		return false, nil
+	}
+	return false, err
+}
+
+// Mkdir creates directory rel.
+func (l *Layer) Mkdir(rel string, mode uint32) error {
+	return l.at(rel, func(dirfd int, name string) error { return unix.Mkdirat(dirfd, name, mode) })
+}
+
+// Mknod creates a special file (or a whiteout, mode S_IFCHR and dev 0).
+func (l *Layer) Mknod(rel string, mode uint32, dev uint64) error {
+	return l.at(rel, func(dirfd int, name string) error { return unix.Mknodat(dirfd, name, mode, int(dev)) })
+}
+
+// Symlink creates rel as a symlink to target. The target is data, never
+// resolved by us.
+func (l *Layer) Symlink(target, rel string) error {
+	return l.at(rel, func(dirfd int, name string) error { return unix.Symlinkat(target, dirfd, name) })
+}
+
+// Readlink returns the target of symlink rel.
+func (l *Layer) Readlink(rel string) (string, error) {
+	var out string
+	err := l.at(rel, func(dirfd int, name string) error {
+		buf := make([]byte, 256)
+		for {
+			n, err := unix.Readlinkat(dirfd, name, buf)
+			if err != nil {
+				return err
+			}
+			if n < len(buf) {
+				out = string(buf[:n])
+				return nil
+			}
+			buf = make([]byte, 2*len(buf))
+		}
+	})
+	return out, err
+}
+
+// Unlink removes non-directory rel.
+func (l *Layer) Unlink(rel string) error {
+	return l.at(rel, func(dirfd int, name string) error { return unix.Unlinkat(dirfd, name, 0) })
+}
+
+// Rmdir removes empty directory rel.
+func (l *Layer) Rmdir(rel string) error {
+	return l.at(rel, func(dirfd int, name string) error { return unix.Unlinkat(dirfd, name, unix.AT_REMOVEDIR) })
+}
+
+// Rename renames oldRel in l to newRel in dst (both layers must be on one
+// filesystem) with renameat2 flags (RENAME_NOREPLACE, RENAME_EXCHANGE,
+// RENAME_WHITEOUT).
+func (l *Layer) Rename(oldRel string, dst *Layer, newRel string, flags uint) error {
+	return l.at(oldRel, func(odir int, oname string) error {
+		return dst.at(newRel, func(ndir int, nname string) error {
+			return unix.Renameat2(odir, oname, ndir, nname, flags)
+		})
+	})
+}
+
+// Link makes newRel in dst a hard link to oldRel in l.
+func (l *Layer) Link(oldRel string, dst *Layer, newRel string) error {
+	return l.at(oldRel, func(odir int, oname string) error {
+		return dst.at(newRel, func(ndir int, nname string) error {
+			return unix.Linkat(odir, oname, ndir, nname, 0)
+		})
+	})
+}
+
+// Lchown changes the owner of rel without following a final symlink.
+func (l *Layer) Lchown(rel string, uid, gid int) error {
+	return l.at(rel, func(dirfd int, name string) error {
+		return unix.Fchownat(dirfd, name, uid, gid, unix.AT_SYMLINK_NOFOLLOW)
+	})
+}
+
+// Lutimes sets the access and modification times of rel without following
+// a final symlink. UTIME_OMIT in a Timespec leaves that time alone.
+func (l *Layer) Lutimes(rel string, ts []unix.Timespec) error {
+	return l.at(rel, func(dirfd int, name string) error {
+		return unix.UtimesNanoAt(dirfd, name, ts, unix.AT_SYMLINK_NOFOLLOW)
+	})
+}
+
+// withPath runs op with a /proc/self/fd path naming rel itself (not a
+// symlink's target). It is how calls with no *at form (chmod of a possible
+// symlink, the xattr calls) reach an object that was resolved safely.
+func (l *Layer) withPath(rel string, op func(procPath string) error) error {
+	fd, err := l.Open(rel, unix.O_PATH, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	return op("/proc/self/fd/" + strconv.Itoa(fd))
+}
+
+// Chmod sets the permission bits of rel (EOPNOTSUPP for a symlink).
+func (l *Layer) Chmod(rel string, mode uint32) error {
+	err := l.at(rel, func(dirfd int, name string) error {
+		return unix.Fchmodat(dirfd, name, mode, unix.AT_SYMLINK_NOFOLLOW)
+	})
+	if errors.Is(err, unix.EOPNOTSUPP) {
+		// Kernels before 6.6 lack fchmodat2; a symlink answers EOPNOTSUPP again.
+		err = l.withPath(rel, func(p string) error { return unix.Chmod(p, mode) })
+	}
+	return err
+}
+
+// Getxattr reads attribute attr of rel into dest (nil dest asks the size).
+func (l *Layer) Getxattr(rel, attr string, dest []byte) (int, error) {
+	var n int
+	err := l.withPath(rel, func(p string) (err error) {
+		n, err = unix.Getxattr(p, attr, dest)
+		return err
+	})
+	return n, err
+}
+
+// GetxattrString reads attribute attr of rel; a missing attribute is "" with
+// no error.
+func (l *Layer) GetxattrString(rel, attr string) (string, error) {
+	buf := make([]byte, 256)
+	for {
+		n, err := l.Getxattr(rel, attr, buf)
+		switch {
+		case err == nil:
+			return string(buf[:n]), nil
+		case errors.Is(err, unix.ENODATA) || errors.Is(err, unix.EOPNOTSUPP):
+			return "", nil
+		case errors.Is(err, unix.ERANGE):
+			buf = make([]byte, 4*len(buf))
+		default:
+			return "", err
+		}
+	}
+}
+
+// Listxattr lists the attribute names of rel.
+func (l *Layer) Listxattr(rel string) ([]string, error) {
+	var names []string
+	err := l.withPath(rel, func(p string) error {
+		var err error
+		names, err = ListxattrPath(p)
+		return err
+	})
+	return names, err
+}
+
+// ListxattrPath lists the attribute names at a /proc/self/fd path.
+func ListxattrPath(p string) ([]string, error) {
+	buf := make([]byte, 1024)
+	for {
+		n, err := unix.Listxattr(p, buf)
+		if errors.Is(err, unix.ERANGE) {
+			buf = make([]byte, 4*len(buf))
+			continue
+		}
+		if errors.Is(err, unix.EOPNOTSUPP) {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		var names []string
+		for _, s := range strings.Split(string(buf[:n]), "\x00") {
+			if s != "" {
+				names = append(names, s)
+			}
+		}
+		return names, nil
+	}
+}
+
+// Setxattr sets attribute attr of rel.
+func (l *Layer) Setxattr(rel, attr string, data []byte, flags int) error {
+	return l.withPath(rel, func(p string) error { return unix.Setxattr(p, attr, data, flags) })
+}
+
+// Removexattr removes attribute attr of rel.
+func (l *Layer) Removexattr(rel, attr string) error {
+	return l.withPath(rel, func(p string) error { return unix.Removexattr(p, attr) })
+}
+
+// Statfs reports the filesystem holding the layer.
+func (l *Layer) Statfs() (unix.Statfs_t, error) {
+	var st unix.Statfs_t
+	err := unix.Fstatfs(l.fd, &st)
+	return st, err
+}

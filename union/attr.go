@@ -1,0 +1,207 @@
+package union
+
+import (
+	"errors"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/unionmount/unionmount/internal/layer"
+)
+
+// top returns the layer and path of e's visible object.
+func (u *Union) top(e *Entry) (*layer.Layer, string) {
+	if e.Upper && u.upper != nil {
+		return u.upper, e.Path
+	}
+	return e.Lower[0].Layer, e.Lower[0].Path
+}
+
+// Stat returns the attributes of e: its visible object's, with the union
+// inode number, and for a merged directory the link count of the merged
+// view (2 + its subdirectories).
+func (u *Union) Stat(e *Entry) (unix.Stat_t, error) {
+	l, p := u.top(e)
+	st, err := l.Lstat(p)
+	if err != nil {
+		return st, err
+	}
+	st = u.fixStat(e, st)
+	if e.Merged() {
+		n, err := u.SubdirCount(e)
+		if err != nil {
+			return st, err
+		}
+		st.Nlink = uint64(2 + n)
+	}
+	return st, nil
+}
+
+// Readlink returns the target of symlink e.
+func (u *Union) Readlink(e *Entry) (string, error) {
+	l, p := u.top(e)
+	return l.Readlink(p)
+}
+
+// Open opens e's visible object. Opening for writing or with O_TRUNC copies
+// it up first (O_TRUNC copies no data); read-only opens never write upper
+// and do not update a lower file's access time.
+func (u *Union) Open(e *Entry, flags int) (int, error) {
+	flags &^= unix.O_CREAT | unix.O_EXCL | unix.O_NOCTTY
+	if flags&unix.O_ACCMODE != unix.O_RDONLY || flags&unix.O_TRUNC != 0 {
+		if u.upper == nil {
+			return -1, errReadOnly
+		}
+		size := All
+		if flags&unix.O_TRUNC != 0 {
+			size = 0
+		}
+		u.renameMu.RLock()
+		err := u.CopyUp(e, size)
+		u.renameMu.RUnlock()
+		if err != nil {
+			return -1, err
+		}
+		return u.upper.Open(e.Path, flags, 0)
+	}
+	l, p := u.top(e)
+	if l != u.upper {
+		flags |= unix.O_NOATIME
+	}
+	return l.Open(p, flags, 0)
+}
+
+// SetAttr says which attributes to change; nil fields stay as they are.
+type SetAttr struct {
+	Mode         *uint32
+	Uid, Gid     *uint32
+	Size         *int64
+	Atime, Mtime *unix.Timespec // may hold UTIME_NOW
+}
+
+// SetAttr changes attributes of e, copying it up first (for a size change
+// only the bytes that remain are copied).
+func (u *Union) SetAttr(e *Entry, a SetAttr) error {
+	if u.upper == nil {
+		return errReadOnly
+	}
+	size := All
+	if a.Size != nil {
+		size = *a.Size
+	}
+	u.renameMu.RLock()
+	err := u.CopyUp(e, size)
+	u.renameMu.RUnlock()
+	if err != nil {
+		return err
+	}
+	if a.Uid != nil || a.Gid != nil {
+		uid, gid := -1, -1
+		if a.Uid != nil {
+			uid = int(*a.Uid)
+		}
+		if a.Gid != nil {
+			gid = int(*a.Gid)
+		}
+		if err := u.upper.Lchown(e.Path, uid, gid); err != nil {
+			return err
+		}
+	}
+	if a.Mode != nil {
+		if err := u.upper.Chmod(e.Path, *a.Mode&^unix.S_IFMT); err != nil {
+			return err
+		}
+	}
+	if a.Size != nil {
+		fd, err := u.upper.Open(e.Path, unix.O_WRONLY, 0)
+		if err != nil {
+			return err
+		}
+		err = unix.Ftruncate(fd, *a.Size)
+		unix.Close(fd)
+		if err != nil {
+			return err
+		}
+	}
+	if a.Atime != nil || a.Mtime != nil {
+		ts := []unix.Timespec{{Nsec: unix.UTIME_OMIT}, {Nsec: unix.UTIME_OMIT}}
+		if a.Atime != nil {
+			ts[0] = *a.Atime
+		}
+		if a.Mtime != nil {
+			ts[1] = *a.Mtime
+		}
+		if err := u.upper.Lutimes(e.Path, ts); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Getxattr reads xattr name of e; overlay's own attributes do not exist for
+// users.
+func (u *Union) Getxattr(e *Entry, name string, dest []byte) (int, error) {
+	if u.format.IsPrivate(name) {
+		return 0, unix.ENODATA
+	}
+	l, p := u.top(e)
+	return l.Getxattr(p, name, dest)
+}
+
+// Listxattr lists e's xattr names, without overlay's own.
+func (u *Union) Listxattr(e *Entry) ([]string, error) {
+	l, p := u.top(e)
+	names, err := l.Listxattr(p)
+	if err != nil {
+		return nil, err
+	}
+	out := names[:0]
+	for _, n := range names {
+		if !u.format.IsPrivate(n) {
+			out = append(out, n)
+		}
+	}
+	return out, nil
+}
+
+// Setxattr sets xattr name of e after copying it up.
+func (u *Union) Setxattr(e *Entry, name string, value []byte, flags int) error {
+	if u.format.IsPrivate(name) {
+		return unix.EPERM
+	}
+	if u.upper == nil {
+		return errReadOnly
+	}
+	u.renameMu.RLock()
+	err := u.CopyUp(e, All)
+	u.renameMu.RUnlock()
+	if err != nil {
+		return err
+	}
+	return u.upper.Setxattr(e.Path, name, value, flags)
+}
+
+// Removexattr removes xattr name of e, copying it up only if it has it.
+func (u *Union) Removexattr(e *Entry, name string) error {
+	if u.format.IsPrivate(name) {
+		return unix.EPERM
+	}
+	if u.upper == nil {
+		return errReadOnly
+	}
+	if !e.Upper {
+		l, p := u.top(e)
+		if _, err := l.Getxattr(p, name, nil); err != nil {
+			if errors.Is(err, unix.ENODATA) {
+				return unix.ENODATA
+			}
+			return err
+		}
+	}
+	u.renameMu.RLock()
+	err := u.CopyUp(e, All)
+	u.renameMu.RUnlock()
+	if err != nil {
+		return err
+	}
+	return u.upper.Removexattr(e.Path, name)
+}

@@ -1,0 +1,284 @@
+package union
+
+import (
+	"errors"
+	"fmt"
+	"io"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/unionmount/unionmount/internal/layer"
+)
+
+// All copies the whole file in CopyUp.
+const All int64 = -1
+
+// CopyUp makes e exist in upper: a copy of its lower object with the same
+// contents (only the first size bytes when size >= 0, for truncate), mode,
+// owner, times and xattrs, built in workdir/work and renamed into place so
+// no partial object is ever visible. Parents are copied up first. A
+// directory is copied without its children. Racing copy-ups of one path copy
+// it once. On success e.Upper is true.
+func (u *Union) CopyUp(e *Entry, size int64) error {
+	if u.upper == nil {
+		return errReadOnly
+	}
+	if e.Upper {
+		return nil
+	}
+	if err := u.ensureUpperDir(parentOf(e.Path)); err != nil {
+		return err
+	}
+	unlock := u.copyLocks.lock(e.Path)
+	defer unlock()
+	// Someone may have copied it while we waited.
+	if st, err := u.upper.Lstat(e.Path); err == nil && !layer.IsWhiteout(&st) {
+		e.Upper = true
+		return nil
+	}
+	if len(e.Lower) == 0 {
+		return fmt.Errorf("copy up %s: no lower object: %w", e.Path, unix.EIO)
+	}
+	if err := u.copyUpOne(e, size); err != nil {
+		return fmt.Errorf("copy up %s: %w", e.Path, err)
+	}
+	e.Upper = true
+	return nil
+}
+
+func parentOf(p string) string {
+	dir, _ := layer.Split(p)
+	return dir
+}
+
+// ensureUpperDir makes directory p exist in upper, copying it and its
+// ancestors up from the lowers as needed.
+func (u *Union) ensureUpperDir(p string) error {
+	st, err := u.upper.Lstat(p)
+	if err == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR {
+		return nil
+	}
+	if p == "" {
+		return fmt.Errorf("upper root: %w", err)
+	}
+	e, err := u.Resolve(p)
+	if err != nil {
+		return fmt.Errorf("copy up parent %s: %w", p, err)
+	}
+	if !e.IsDir() {
+		return unix.ENOTDIR
+	}
+	return u.CopyUp(e, All)
+}
+
+// copyUpOne copies e's lower object; its parent already is in upper.
+//
+// Order matters: owner before mode (chown clears set-id bits), xattrs after
+// owner (chown drops security.capability), times last.
+func (u *Union) copyUpOne(e *Entry, size int64) (err error) {
+	src := e.Lower[0]
+	st, err := src.Layer.Lstat(src.Path)
+	if err != nil {
+		return err
+	}
+	tmp := u.tempName()
+	defer func() {
+		if err != nil {
+			_ = removeAll(u.work, tmp)
+		}
+	}()
+	mode := st.Mode & unix.S_IFMT
+	perm := st.Mode &^ unix.S_IFMT
+	switch mode {
+	case unix.S_IFREG:
+		if err := u.copyFile(src, &st, tmp, size); err != nil {
+			return err
+		}
+	case unix.S_IFDIR:
+		if err := u.work.Mkdir(tmp, 0o700); err != nil {
+			return err
+		}
+	case unix.S_IFLNK:
+		target, err := src.Layer.Readlink(src.Path)
+		if err != nil {
+			return err
+		}
+		if err := u.work.Symlink(target, tmp); err != nil {
+			return err
+		}
+	default:
+		if err := u.work.Mknod(tmp, mode|perm, st.Rdev); err != nil {
+			return err
+		}
+	}
+	if err := u.copyMeta(src, &st, tmp); err != nil {
+		return err
+	}
+	if err := u.work.Setxattr(tmp, u.format.Name(layer.Origin), originValue(&st), 0); err != nil && !ignorableXattrErr(err) {
+		return fmt.Errorf("set origin: %w", err)
+	}
+	times := []unix.Timespec{st.Atim, st.Mtim}
+	if mode != unix.S_IFDIR {
+		if err := u.work.Lutimes(tmp, times); err != nil {
+			return err
+		}
+	}
+	parent := parentOf(e.Path)
+	pst, perr := u.upper.Lstat(parent)
+	if err := u.work.Rename(tmp, u.upper, e.Path, unix.RENAME_NOREPLACE); err != nil {
+		return err
+	}
+	if mode == unix.S_IFDIR {
+		// Set after the rename, which may touch the directory's times.
+		if err := u.upper.Lutimes(e.Path, times); err != nil {
+			return err
+		}
+	}
+	if perr == nil {
+		// A copy-up is not a change the user made to the parent: keep its
+		// times, as kernel overlayfs does.
+		_ = u.upper.Lutimes(parent, []unix.Timespec{pst.Atim, pst.Mtim})
+	}
+	return nil
+}
+
+// copyMeta gives tmp in workdir/work the owner, mode and xattrs of src.
+func (u *Union) copyMeta(src Object, st *unix.Stat_t, tmp string) error {
+	if u.root {
+		if err := u.work.Lchown(tmp, int(st.Uid), int(st.Gid)); err != nil {
+			return fmt.Errorf("chown: %w", err)
+		}
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFLNK {
+		if err := u.work.Chmod(tmp, st.Mode&^unix.S_IFMT); err != nil {
+			return fmt.Errorf("chmod: %w", err)
+		}
+	}
+	names, err := src.Layer.Listxattr(src.Path)
+	if err != nil {
+		return fmt.Errorf("list xattrs: %w", err)
+	}
+	for _, n := range names {
+		if u.format.IsPrivate(n) {
+			continue
+		}
+		v, err := src.Layer.GetxattrString(src.Path, n)
+		if err != nil {
+			return fmt.Errorf("get xattr %s: %w", n, err)
+		}
+		if err := u.work.Setxattr(tmp, n, []byte(v), 0); err != nil && !ignorableXattrErr(err) {
+			return fmt.Errorf("set xattr %s: %w", n, err)
+		}
+	}
+	return nil
+}
+
+// ignorableXattrErr: the upper filesystem or namespace can't hold this
+// attribute (user.* on a symlink, a security module's label); kernel
+// overlayfs skips those too.
+func ignorableXattrErr(err error) bool {
+	return errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.EPERM)
+}
+
+// copyFile copies the first size bytes (all when size < 0) of regular file
+// src into a new file tmp in workdir/work, keeping holes.
+func (u *Union) copyFile(src Object, st *unix.Stat_t, tmp string, size int64) error {
+	in, err := src.Layer.Open(src.Path, unix.O_RDONLY|unix.O_NOATIME, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(in)
+	out, err := u.work.Open(tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(out)
+	if size < 0 || size > st.Size {
+		size = st.Size
+	}
+	if err := copyData(out, in, size, size == st.Size); err != nil {
+		return err
+	}
+	if !u.cfg.NoFsync {
+		if err := unix.Fsync(out); err != nil {
+			return fmt.Errorf("fsync: %w", err)
+		}
+	}
+	return nil
+}
+
+// copyData copies size bytes from in to out: by cloning the extents when the
+// filesystem can and the whole file is wanted, else range by range over the
+// data segments only, so holes stay holes.
+func copyData(out, in int, size int64, whole bool) error {
+	if whole && size > 0 && unix.IoctlFileClone(out, in) == nil {
+		return nil
+	}
+	var off int64
+	for off < size {
+		data, err := unix.Seek(in, off, unix.SEEK_DATA)
+		if errors.Is(err, unix.ENXIO) {
+			break // only a hole remains
+		}
+		if err != nil {
+			// No SEEK_DATA here: treat it all as data.
+			data = off
+		}
+		if data >= size {
+			break
+		}
+		end, err := unix.Seek(in, data, unix.SEEK_HOLE)
+		if err != nil || end > size {
+			end = size
+		}
+		if err := copyRange(out, in, data, end-data); err != nil {
+			return err
+		}
+		off = end
+	}
+	return unix.Ftruncate(out, size)
+}
+
+// copyRange copies n bytes at off from in to out at the same offset.
+func copyRange(out, in int, off, n int64) error {
+	roff, woff := off, off
+	for n > 0 {
+		c, err := unix.CopyFileRange(in, &roff, out, &woff, int(min(n, 1<<30)), 0)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			if errors.Is(err, unix.EXDEV) || errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EOPNOTSUPP) {
+				return copyRangeRW(out, in, roff, n)
+			}
+			return fmt.Errorf("copy_file_range: %w", err)
+		}
+		if c == 0 {
+			return fmt.Errorf("copy_file_range: %w", io.ErrUnexpectedEOF)
+		}
+		n -= int64(c)
+	}
+	return nil
+}
+
+func copyRangeRW(out, in int, off, n int64) error {
+	buf := make([]byte, 1<<20)
+	for n > 0 {
+		c, err := unix.Pread(in, buf[:min(n, int64(len(buf)))], off)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("read: %w", err)
+		}
+		if c == 0 {
+			return fmt.Errorf("read: %w", io.ErrUnexpectedEOF)
+		}
+		if _, err := unix.Pwrite(out, buf[:c], off); err != nil {
+			return fmt.Errorf("write: %w", err)
+		}
+		off += int64(c)
+		n -= int64(c)
+	}
+	return nil
+}

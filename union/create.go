@@ -1,0 +1,196 @@
+package union
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/unionmount/unionmount/internal/layer"
+)
+
+// Owner is who a new object belongs to: the caller of the request.
+type Owner struct{ Uid, Gid uint32 }
+
+// Create makes regular file name in parent and opens it with flags.
+func (u *Union) Create(parent *Entry, name string, flags int, mode uint32, owner Owner) (*Entry, unix.Stat_t, int, error) {
+	fd := -1
+	flags = flags&^(unix.O_CREAT|unix.O_EXCL|unix.O_TRUNC) | unix.O_CREAT | unix.O_EXCL
+	e, st, err := u.create(parent, name, &owner, mode|unix.S_IFREG, func(l *layer.Layer, rel string) error {
+		var err error
+		fd, err = l.Open(rel, flags, mode&^unix.S_IFMT)
+		return err
+	})
+	if err != nil && fd >= 0 {
+		unix.Close(fd)
+		fd = -1
+	}
+	return e, st, fd, err
+}
+
+// Mkdir makes directory name in parent; over a whiteout it is opaque.
+func (u *Union) Mkdir(parent *Entry, name string, mode uint32, owner Owner) (*Entry, unix.Stat_t, error) {
+	return u.create(parent, name, &owner, mode|unix.S_IFDIR, func(l *layer.Layer, rel string) error {
+		return l.Mkdir(rel, mode&^unix.S_IFMT)
+	})
+}
+
+// Mknod makes a device, fifo or socket node name in parent.
+func (u *Union) Mknod(parent *Entry, name string, mode uint32, dev uint64, owner Owner) (*Entry, unix.Stat_t, error) {
+	if mode&unix.S_IFMT == unix.S_IFCHR && dev == layer.WhiteoutDev {
+		// A 0:0 character device is a whiteout on disk: it would hide
+		// itself. Kernel overlayfs refuses it the same way.
+		return nil, unix.Stat_t{}, unix.EPERM
+	}
+	return u.create(parent, name, &owner, mode, func(l *layer.Layer, rel string) error {
+		return l.Mknod(rel, mode, dev)
+	})
+}
+
+// Symlink makes name in parent a symlink to target.
+func (u *Union) Symlink(parent *Entry, name, target string, owner Owner) (*Entry, unix.Stat_t, error) {
+	return u.create(parent, name, &owner, unix.S_IFLNK|0o777, func(l *layer.Layer, rel string) error {
+		return l.Symlink(target, rel)
+	})
+}
+
+// Link makes name in parent a hard link to src, copying src up first.
+func (u *Union) Link(src, parent *Entry, name string) (*Entry, unix.Stat_t, error) {
+	if u.upper == nil {
+		return nil, unix.Stat_t{}, errReadOnly
+	}
+	if src.IsDir() {
+		return nil, unix.Stat_t{}, unix.EPERM
+	}
+	u.renameMu.RLock()
+	err := u.CopyUp(src, All)
+	u.renameMu.RUnlock()
+	if err != nil {
+		return nil, unix.Stat_t{}, err
+	}
+	e, st, err := u.create(parent, name, nil, src.Mode, func(l *layer.Layer, rel string) error {
+		return u.upper.Link(src.Path, l, rel)
+	})
+	if err != nil {
+		return nil, st, err
+	}
+	// The new name is the same inode, with the same identity.
+	e.Ino, st.Ino = src.Ino, src.Ino
+	e.Lower = src.Lower
+	return e, st, nil
+}
+
+// create makes a new object at name in parent with build, owned by owner
+// (nil: leave as built). Where a whiteout stands, or where the owner must be
+// set, the object is built in workdir/work and renamed into place, so it
+// appears complete or not at all; a directory replacing a whiteout is made
+// opaque.
+func (u *Union) create(parent *Entry, name string, owner *Owner, mode uint32, build func(l *layer.Layer, rel string) error) (*Entry, unix.Stat_t, error) {
+	var st unix.Stat_t
+	if u.upper == nil {
+		return nil, st, errReadOnly
+	}
+	if len(name) > 255 {
+		return nil, st, unix.ENAMETOOLONG
+	}
+	u.renameMu.RLock()
+	defer u.renameMu.RUnlock()
+	if err := u.CopyUp(parent, All); err != nil {
+		return nil, st, err
+	}
+	p := layer.Join(parent.Path, name)
+	whiteout := false
+	if cur, err := u.upper.Lstat(p); err == nil {
+		if !layer.IsWhiteout(&cur) {
+			return nil, st, unix.EEXIST
+		}
+		whiteout = true
+	} else if !errors.Is(err, unix.ENOENT) {
+		return nil, st, err
+	}
+	isDir := mode&unix.S_IFMT == unix.S_IFDIR
+	uid, gid := -1, -1
+	if owner != nil && u.root {
+		uid, gid = int(owner.Uid), int(owner.Gid)
+		pst, err := u.upper.Lstat(parent.Path)
+		if err != nil {
+			return nil, st, err
+		}
+		if pst.Mode&unix.S_ISGID != 0 {
+			gid = int(pst.Gid)
+		}
+		if uid == os.Geteuid() && gid == os.Getegid() {
+			uid, gid = -1, -1
+		}
+	}
+	if !whiteout && uid < 0 {
+		// Fast path: nothing to hide and nobody else to own it.
+		if err := build(u.upper, p); err != nil {
+			return nil, st, err
+		}
+	} else if err := u.buildInWork(p, isDir, whiteout, uid, gid, build); err != nil {
+		return nil, st, err
+	}
+	st, err := u.upper.Lstat(p)
+	if err != nil {
+		return nil, st, fmt.Errorf("create %s: %w", p, err)
+	}
+	e := &Entry{Path: p, Mode: st.Mode & unix.S_IFMT, Upper: true, Ino: u.Ino(st.Dev, st.Ino)}
+	return e, u.fixStat(e, st), nil
+}
+
+func (u *Union) buildInWork(p string, isDir, whiteout bool, uid, gid int, build func(l *layer.Layer, rel string) error) (err error) {
+	tmp := u.tempName()
+	if err := build(u.work, tmp); err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			_ = removeAll(u.work, tmp)
+		}
+	}()
+	if uid >= 0 || gid >= 0 {
+		if err := u.work.Lchown(tmp, uid, gid); err != nil {
+			return err
+		}
+	}
+	if isDir {
+		pst, err := u.upper.Lstat(parentOf(p))
+		if err != nil {
+			return err
+		}
+		if pst.Mode&unix.S_ISGID != 0 {
+			st, err := u.work.Lstat(tmp)
+			if err != nil {
+				return err
+			}
+			if err := u.work.Chmod(tmp, st.Mode&^unix.S_IFMT|unix.S_ISGID); err != nil {
+				return err
+			}
+		}
+		if whiteout {
+			if err := u.work.Setxattr(tmp, u.format.Name(layer.Opaque), []byte("y"), 0); err != nil {
+				return fmt.Errorf("set opaque: %w", err)
+			}
+		}
+	}
+	return u.place(tmp, p, isDir, whiteout)
+}
+
+// place renames finished object tmp from workdir/work to upper path p,
+// replacing the whiteout at p if there is one.
+func (u *Union) place(tmp, p string, isDir, whiteout bool) error {
+	if !whiteout {
+		return u.work.Rename(tmp, u.upper, p, unix.RENAME_NOREPLACE)
+	}
+	if !isDir {
+		return u.work.Rename(tmp, u.upper, p, 0)
+	}
+	// A directory cannot replace a non-directory: swap them, then drop the
+	// whiteout, now in workdir/work.
+	if err := u.work.Rename(tmp, u.upper, p, unix.RENAME_EXCHANGE); err != nil {
+		return err
+	}
+	return u.work.Unlink(tmp)
+}

@@ -1,0 +1,386 @@
+package union
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/unionmount/unionmount/internal/layer"
+)
+
+// Object is a real object in one lower layer.
+type Object struct {
+	Layer *layer.Layer
+	// Path is the object's path in Layer; it differs from the union path
+	// below a redirected directory.
+	Path string
+	// XWhiteouts says that this directory's zero-size files with the
+	// whiteout xattr are whiteouts (its opaque xattr is "x").
+	XWhiteouts bool
+}
+
+// Entry is what a lookup finds at one union path: the seed's union stack.
+type Entry struct {
+	// Path is the union path, which is also the path in upper. Callers set
+	// it afresh before each call, since renames of ancestors change it.
+	Path string
+	// Mode holds the S_IFMT bits of the visible object.
+	Mode uint32
+	// Upper says whether the object exists in the upper layer.
+	Upper bool
+	// Lower is, for a directory, every lower directory merged into it, top
+	// first; for anything else, the lower object it is (or was copied up
+	// from), if any.
+	Lower []Object
+	// Ino is the union inode number: the lower origin's for objects that
+	// came from a lower, else the upper object's.
+	Ino uint64
+}
+
+// IsDir reports whether the entry is a directory.
+func (e *Entry) IsDir() bool { return e.Mode == unix.S_IFDIR }
+
+// Merged reports whether a directory shows more than one real directory,
+// or a lower one through an upper one.
+func (e *Entry) Merged() bool {
+	return e.IsDir() && (len(e.Lower) > 1 || (e.Upper && len(e.Lower) > 0))
+}
+
+// Root returns the entry of the union's root directory.
+func (u *Union) Root() (*Entry, error) {
+	e := &Entry{Mode: unix.S_IFDIR}
+	if u.upper != nil {
+		st, err := u.upper.Lstat("")
+		if err != nil {
+			return nil, fmt.Errorf("upperdir: %w", err)
+		}
+		e.Upper = true
+		e.Ino = u.Ino(st.Dev, st.Ino)
+		v, err := u.upper.GetxattrString("", u.format.Name(layer.Opaque))
+		if err != nil {
+			return nil, fmt.Errorf("upperdir: %w", err)
+		}
+		if layer.IsOpaqueValue(v) {
+			return e, nil
+		}
+	}
+	for _, l := range u.lowers {
+		st, err := l.Lstat("")
+		if err != nil {
+			return nil, fmt.Errorf("lowerdir %q: %w", l.Root, err)
+		}
+		if !e.Upper && len(e.Lower) == 0 {
+			e.Ino = u.Ino(st.Dev, st.Ino)
+		}
+		opaque, x, err := u.lowerDirFlags(l, "")
+		if err != nil {
+			return nil, err
+		}
+		e.Lower = append(e.Lower, Object{Layer: l, Path: "", XWhiteouts: x})
+		if opaque {
+			break
+		}
+	}
+	return e, nil
+}
+
+// Lookup finds name in directory parent, walking parent's union stack top
+// down: the first layer that has name decides; a whiteout ends the walk with
+// ENOENT; an opaque directory ends it after its own layer; a non-directory
+// hides everything below it. It returns the entry and the attributes of the
+// visible object (with the union inode number).
+func (u *Union) Lookup(parent *Entry, name string) (*Entry, unix.Stat_t, error) {
+	var top unix.Stat_t
+	if len(name) > 255 {
+		return nil, top, unix.ENAMETOOLONG
+	}
+	p := layer.Join(parent.Path, name)
+	e := &Entry{Path: p}
+	found := false
+	// lowerPath is where name lives in the next lower layer: under each
+	// parent lower directory, unless a redirect says otherwise.
+	redirect := ""
+	if parent.Upper && u.upper != nil {
+		st, err := u.upper.Lstat(p)
+		switch {
+		case err == nil && layer.IsWhiteout(&st):
+			return nil, top, unix.ENOENT
+		case err == nil:
+			found = true
+			top = st
+			e.Upper = true
+			e.Mode = st.Mode & unix.S_IFMT
+			e.Ino = u.Ino(st.Dev, st.Ino)
+			if !e.IsDir() {
+				if ino, ok := u.origin(p); ok {
+					e.Ino = ino
+					e.Lower = u.originObject(parent, name)
+				}
+				return e, u.fixStat(e, top), nil
+			}
+			x, err := u.upperDirXattrs(p)
+			if err != nil {
+				return nil, top, err
+			}
+			if layer.IsOpaqueValue(x.opaque) {
+				return e, u.fixStat(e, top), nil
+			}
+			redirect = x.redirect
+		case errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR):
+		default:
+			return nil, top, fmt.Errorf("lookup %s in upper: %w", p, err)
+		}
+	}
+	cands := u.candidates(parent, name, redirect, nil)
+	for i := 0; i < len(cands); i++ {
+		cand := cands[i]
+		st, err := cand.Layer.Lstat(cand.Path)
+		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {
+			if u.cfg.WhiteoutFiles && cand.parent != nil {
+				wh, err := cand.Layer.Exists(layer.Join(cand.parentPath, layer.WhiteoutPrefix+cand.name))
+				if err != nil {
+					return nil, top, err
+				}
+				if wh {
+					break
+				}
+			}
+			continue
+		}
+		if err != nil {
+			return nil, top, fmt.Errorf("lookup %s in lowerdir %q: %w", cand.Path, cand.Layer.Root, err)
+		}
+		if layer.IsWhiteout(&st) || u.isXWhiteout(cand, &st) {
+			break
+		}
+		isDir := st.Mode&unix.S_IFMT == unix.S_IFDIR
+		if found && (!isDir || !e.IsDir()) {
+			// A non-directory hides what is below it; a directory below a
+			// non-directory is hidden too.
+			break
+		}
+		if !found {
+			found = true
+			top = st
+			e.Mode = st.Mode & unix.S_IFMT
+		}
+		if len(e.Lower) == 0 {
+			// The topmost lower object is the union object's identity.
+			e.Ino = u.Ino(st.Dev, st.Ino)
+		}
+		obj := Object{Layer: cand.Layer, Path: cand.Path}
+		if !isDir {
+			e.Lower = append(e.Lower, obj)
+			break
+		}
+		opaque, x, err := u.lowerDirFlags(cand.Layer, cand.Path)
+		if err != nil {
+			return nil, top, err
+		}
+		obj.XWhiteouts = x
+		e.Lower = append(e.Lower, obj)
+		if opaque {
+			break
+		}
+		// A redirect in a lower layer applies to the layers below it.
+		if r, err := cand.Layer.GetxattrString(cand.Path, u.format.Name(layer.Redirect)); err == nil && r != "" {
+			cands = append(cands[:i+1], u.candidates(parent, name, r, cand.Layer)...)
+		}
+	}
+	if !found {
+		return nil, top, unix.ENOENT
+	}
+	return e, u.fixStat(e, top), nil
+}
+
+// candidate is a place a name may be found in one lower layer.
+type candidate struct {
+	Object
+	parent     *Object // the parent lower directory, nil after an absolute redirect
+	parentPath string
+	name       string
+}
+
+// candidates lists where to look for name in the lower layers below layer
+// below (all of them when below is nil): under each lower directory of
+// parent, or, for a directory redirected to an absolute path, at that path
+// in every such layer.
+func (u *Union) candidates(parent *Entry, name, redirect string, below *layer.Layer) []candidate {
+	var out []candidate
+	under := func(l *layer.Layer) bool {
+		if below == nil {
+			return true
+		}
+		passed := false
+		for _, ll := range u.lowers {
+			if ll == l {
+				return passed
+			}
+			if ll == below {
+				passed = true
+			}
+		}
+		return false
+	}
+	if strings.HasPrefix(redirect, "/") {
+		p, err := layer.Clean(redirect)
+		if err != nil {
+			return nil
+		}
+		dir, base := layer.Split(p)
+		for _, l := range u.lowers {
+			if !under(l) {
+				continue
+			}
+			out = append(out, candidate{Object: Object{Layer: l, Path: p}, parent: &Object{Layer: l, Path: dir}, parentPath: dir, name: base})
+		}
+		return out
+	}
+	if redirect != "" && !strings.Contains(redirect, "/") && redirect != "." && redirect != ".." {
+		name = redirect
+	}
+	for i := range parent.Lower {
+		pl := parent.Lower[i]
+		if !under(pl.Layer) {
+			continue
+		}
+		out = append(out, candidate{
+			Object:     Object{Layer: pl.Layer, Path: layer.Join(pl.Path, name), XWhiteouts: pl.XWhiteouts},
+			parent:     &parent.Lower[i],
+			parentPath: pl.Path,
+			name:       name,
+		})
+	}
+	return out
+}
+
+// isXWhiteout reports whether st, found at cand, is an xattr whiteout: a
+// zero-size regular file with the whiteout xattr in a directory marked "x".
+func (u *Union) isXWhiteout(cand candidate, st *unix.Stat_t) bool {
+	if cand.parent == nil || !cand.parent.XWhiteouts || st.Mode&unix.S_IFMT != unix.S_IFREG || st.Size != 0 {
+		return false
+	}
+	_, err := cand.Layer.Getxattr(cand.Path, u.format.Name(layer.XWhiteout), nil)
+	return err == nil
+}
+
+// lowerDirFlags reads whether lower directory rel is opaque (by xattr or by
+// a ".wh..wh..opq" entry) and whether it may hold xattr whiteouts.
+func (u *Union) lowerDirFlags(l *layer.Layer, rel string) (opaque, xwhiteouts bool, err error) {
+	v, err := l.GetxattrString(rel, u.format.Name(layer.Opaque))
+	if err != nil {
+		return false, false, fmt.Errorf("lowerdir %q: %s: %w", l.Root, rel, err)
+	}
+	if layer.IsOpaqueValue(v) {
+		return true, false, nil
+	}
+	xwhiteouts = v == "x"
+	if fo, _ := l.GetxattrString(rel, layer.FuseOverlayfsOpaque); layer.IsOpaqueValue(fo) {
+		return true, xwhiteouts, nil
+	}
+	if u.cfg.WhiteoutFiles {
+		ok, err := l.Exists(layer.Join(rel, layer.OpaqueWhiteout))
+		if err != nil {
+			return false, false, err
+		}
+		if ok {
+			return true, xwhiteouts, nil
+		}
+	}
+	return false, xwhiteouts, nil
+}
+
+type dirXattrs struct{ opaque, redirect string }
+
+// upperDirXattrs reads the overlay xattrs of upper directory p.
+func (u *Union) upperDirXattrs(p string) (dirXattrs, error) {
+	var x dirXattrs
+	names, err := u.upper.Listxattr(p)
+	if err != nil {
+		return x, fmt.Errorf("upper %s: %w", p, err)
+	}
+	for _, n := range names {
+		var dst *string
+		switch n {
+		case u.format.Name(layer.Opaque):
+			dst = &x.opaque
+		case u.format.Name(layer.Redirect):
+			dst = &x.redirect
+		default:
+			continue
+		}
+		if *dst, err = u.upper.GetxattrString(p, n); err != nil {
+			return x, fmt.Errorf("upper %s: %w", p, err)
+		}
+	}
+	return x, nil
+}
+
+// origin reads the union inode number an upper object was copied up from.
+func (u *Union) origin(p string) (uint64, bool) {
+	v, err := u.upper.GetxattrString(p, u.format.Name(layer.Origin))
+	if err != nil || v == "" {
+		return 0, false
+	}
+	dev, ino, ok := strings.Cut(v, ":")
+	if !ok {
+		return 0, false
+	}
+	d, err1 := strconv.ParseUint(dev, 16, 64)
+	i, err2 := strconv.ParseUint(ino, 16, 64)
+	if err1 != nil || err2 != nil {
+		return 0, false
+	}
+	return u.Ino(d, i), true
+}
+
+// originValue is what the origin xattr holds for lower object st.
+func originValue(st *unix.Stat_t) []byte {
+	return []byte(strconv.FormatUint(st.Dev, 16) + ":" + strconv.FormatUint(st.Ino, 16))
+}
+
+// originObject finds the lower object at name under parent, for an upper
+// non-directory that was copied up in place.
+func (u *Union) originObject(parent *Entry, name string) []Object {
+	for _, pl := range parent.Lower {
+		p := layer.Join(pl.Path, name)
+		if ok, _ := pl.Layer.Exists(p); ok {
+			return []Object{{Layer: pl.Layer, Path: p}}
+		}
+	}
+	return nil
+}
+
+// fixStat turns the attributes of a real object into the union object's.
+func (u *Union) fixStat(e *Entry, st unix.Stat_t) unix.Stat_t {
+	st.Ino = e.Ino
+	return st
+}
+
+// Resolve looks up union path p from the root.
+func (u *Union) Resolve(p string) (*Entry, error) {
+	e, err := u.Root()
+	if err != nil {
+		return nil, err
+	}
+	if p == "" {
+		return e, nil
+	}
+	cur := ""
+	for _, name := range strings.Split(p, "/") {
+		e.Path = cur
+		if !e.IsDir() {
+			return nil, unix.ENOTDIR
+		}
+		e, _, err = u.Lookup(e, name)
+		if err != nil {
+			return nil, err
+		}
+		cur = layer.Join(cur, name)
+	}
+	e.Path = cur
+	return e, nil
+}

@@ -1,0 +1,121 @@
+package union
+
+import (
+	"errors"
+	"fmt"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/unionmount/unionmount/internal/layer"
+)
+
+// Unlink removes non-directory name from parent.
+func (u *Union) Unlink(parent *Entry, name string) error { return u.remove(parent, name, false) }
+
+// Rmdir removes directory name from parent; ENOTEMPTY unless the merged
+// view of it is empty.
+func (u *Union) Rmdir(parent *Entry, name string) error { return u.remove(parent, name, true) }
+
+// remove deletes name: the upper object if any, then, if a lower layer still
+// has the name, a whiteout in its place. Replacing an upper object with a
+// whiteout is one rename, so the name never shows the lower object between.
+func (u *Union) remove(parent *Entry, name string, dir bool) error {
+	if u.upper == nil {
+		return errReadOnly
+	}
+	u.renameMu.RLock()
+	defer u.renameMu.RUnlock()
+	e, _, err := u.Lookup(parent, name)
+	if err != nil {
+		return err
+	}
+	switch {
+	case dir && !e.IsDir():
+		return unix.ENOTDIR
+	case !dir && e.IsDir():
+		return unix.EISDIR
+	}
+	if dir {
+		empty, err := u.IsEmpty(e)
+		if err != nil {
+			return err
+		}
+		if !empty {
+			return unix.ENOTEMPTY
+		}
+	}
+	below, err := u.lowerPositive(parent, name)
+	if err != nil {
+		return err
+	}
+	if !below {
+		if dir {
+			if err := u.clearWhiteouts(e.Path); err != nil {
+				return err
+			}
+			return u.upper.Rmdir(e.Path)
+		}
+		return u.upper.Unlink(e.Path)
+	}
+	if err := u.CopyUp(parent, All); err != nil {
+		return err
+	}
+	if !e.Upper {
+		return u.upper.Mknod(e.Path, layer.WhiteoutMode, layer.WhiteoutDev)
+	}
+	tmp := u.tempName()
+	if err := u.work.Mknod(tmp, layer.WhiteoutMode, layer.WhiteoutDev); err != nil {
+		return fmt.Errorf("make whiteout: %w", err)
+	}
+	if !dir {
+		if err := u.work.Rename(tmp, u.upper, e.Path, 0); err != nil {
+			_ = u.work.Unlink(tmp)
+			return err
+		}
+		return nil
+	}
+	if err := u.work.Rename(tmp, u.upper, e.Path, unix.RENAME_EXCHANGE); err != nil {
+		_ = u.work.Unlink(tmp)
+		return err
+	}
+	// The old upper directory, now in workdir/work, holds only whiteouts.
+	return removeAll(u.work, tmp)
+}
+
+// lowerPositive reports whether a lower layer of parent shows something at
+// name (so removing or renaming it away needs a whiteout).
+func (u *Union) lowerPositive(parent *Entry, name string) (bool, error) {
+	if len(parent.Lower) == 0 {
+		return false, nil
+	}
+	below := *parent
+	below.Upper = false
+	_, _, err := u.Lookup(&below, name)
+	if errors.Is(err, unix.ENOENT) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// clearWhiteouts removes the whiteouts in upper directory p, which must hold
+// nothing else (ENOTEMPTY otherwise).
+func (u *Union) clearWhiteouts(p string) error {
+	ents, err := u.upper.ReadDir(p)
+	if err != nil {
+		return err
+	}
+	for _, d := range ents {
+		rel := layer.Join(p, d.Name)
+		st, err := u.upper.Lstat(rel)
+		if err != nil {
+			return err
+		}
+		if !layer.IsWhiteout(&st) {
+			return unix.ENOTEMPTY
+		}
+		if err := u.upper.Unlink(rel); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,182 @@
+package union
+
+import (
+	"errors"
+	"fmt"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/unionmount/unionmount/internal/layer"
+)
+
+// Rename moves oldName in oldParent to newName in newParent (renameat2 flags
+// RENAME_NOREPLACE and RENAME_EXCHANGE are honoured). Files are copied up and
+// renamed in upper; a directory that exists below is copied up alone (not
+// its children) and given a redirect xattr naming its lower path, as kernel
+// overlayfs does with redirect_dir=on. The old name gets a whiteout when a
+// lower layer still has it, in the same rename (RENAME_WHITEOUT).
+func (u *Union) Rename(oldParent *Entry, oldName string, newParent *Entry, newName string, flags uint32) error {
+	if u.upper == nil {
+		return errReadOnly
+	}
+	if len(newName) > 255 {
+		return unix.ENAMETOOLONG
+	}
+	if flags&^(unix.RENAME_NOREPLACE|unix.RENAME_EXCHANGE) != 0 {
+		return unix.EINVAL
+	}
+	u.renameMu.Lock()
+	defer u.renameMu.Unlock()
+	src, _, err := u.Lookup(oldParent, oldName)
+	if err != nil {
+		return err
+	}
+	dst, _, err := u.Lookup(newParent, newName)
+	if errors.Is(err, unix.ENOENT) {
+		dst = nil
+	} else if err != nil {
+		return err
+	}
+	if flags&unix.RENAME_EXCHANGE != 0 {
+		if dst == nil {
+			return unix.ENOENT
+		}
+		return u.exchange(oldParent, src, newParent, dst)
+	}
+	if dst != nil {
+		if flags&unix.RENAME_NOREPLACE != 0 {
+			return unix.EEXIST
+		}
+		switch {
+		case src.IsDir() && !dst.IsDir():
+			return unix.ENOTDIR
+		case !src.IsDir() && dst.IsDir():
+			return unix.EISDIR
+		case dst.IsDir():
+			empty, err := u.IsEmpty(dst)
+			if err != nil {
+				return err
+			}
+			if !empty {
+				return unix.ENOTEMPTY
+			}
+		}
+	}
+	if src.IsDir() && len(src.Lower) > 0 && !u.cfg.RedirectDir {
+		return unix.EXDEV
+	}
+	oldBelow, err := u.lowerPositive(oldParent, oldName)
+	if err != nil {
+		return err
+	}
+	newBelow, err := u.lowerPositive(newParent, newName)
+	if err != nil {
+		return err
+	}
+	if err := u.CopyUp(newParent, All); err != nil {
+		return err
+	}
+	if err := u.CopyUp(src, All); err != nil {
+		return err
+	}
+	if src.IsDir() {
+		if err := u.markMovedDir(src, oldParent, newParent, newBelow); err != nil {
+			return err
+		}
+	}
+	newPath := layer.Join(newParent.Path, newName)
+	whiteoutAtNew := false
+	if st, err := u.upper.Lstat(newPath); err == nil {
+		whiteoutAtNew = layer.IsWhiteout(&st)
+		if dst != nil && dst.IsDir() && dst.Upper {
+			// The merged view is empty, so it holds only whiteouts; a
+			// directory must be empty to be renamed over.
+			if err := u.clearWhiteouts(newPath); err != nil {
+				return err
+			}
+		}
+	}
+	if whiteoutAtNew && src.IsDir() {
+		// A directory cannot replace the whiteout (a non-directory): swap,
+		// which leaves the whiteout at the old name, where it may be wanted.
+		if err := u.upper.Rename(src.Path, u.upper, newPath, unix.RENAME_EXCHANGE); err != nil {
+			return err
+		}
+		if !oldBelow {
+			return u.upper.Unlink(src.Path)
+		}
+		return nil
+	}
+	var rflags uint
+	if oldBelow {
+		rflags = unix.RENAME_WHITEOUT
+	}
+	err = u.upper.Rename(src.Path, u.upper, newPath, rflags)
+	if err != nil && rflags != 0 && (errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EPERM)) {
+		// No RENAME_WHITEOUT on this filesystem: rename, then whiteout.
+		if err = u.upper.Rename(src.Path, u.upper, newPath, 0); err == nil {
+			err = u.upper.Mknod(src.Path, layer.WhiteoutMode, layer.WhiteoutDev)
+		}
+	}
+	return err
+}
+
+// markMovedDir prepares upper directory src to live at a new name: one that
+// shows lower directories gets a redirect to them (a bare name within the
+// same parent, else an absolute lower path); one that shows none is made
+// opaque if the new name has lower entries it must not merge with.
+func (u *Union) markMovedDir(src, oldParent, newParent *Entry, newBelow bool) error {
+	if len(src.Lower) == 0 {
+		if !newBelow {
+			return nil
+		}
+		return u.upper.Setxattr(src.Path, u.format.Name(layer.Opaque), []byte("y"), 0)
+	}
+	lp := src.Lower[0].Path
+	dir, base := layer.Split(lp)
+	redirect := "/" + lp
+	if oldParent.Path == newParent.Path && len(newParent.Lower) > 0 && newParent.Lower[0].Path == dir {
+		redirect = base
+	}
+	if err := u.upper.Setxattr(src.Path, u.format.Name(layer.Redirect), []byte(redirect), 0); err != nil {
+		return fmt.Errorf("set redirect on %s: %w", src.Path, err)
+	}
+	return nil
+}
+
+// exchange swaps two names atomically (RENAME_EXCHANGE); both stay occupied,
+// so no whiteout is needed.
+func (u *Union) exchange(oldParent, a, newParent, b *Entry) error {
+	if !u.cfg.RedirectDir && ((a.IsDir() && len(a.Lower) > 0) || (b.IsDir() && len(b.Lower) > 0)) {
+		return unix.EXDEV
+	}
+	aBelow, err := u.lowerPositive(oldParent, layerBase(a.Path))
+	if err != nil {
+		return err
+	}
+	bBelow, err := u.lowerPositive(newParent, layerBase(b.Path))
+	if err != nil {
+		return err
+	}
+	for _, e := range []*Entry{oldParent, newParent, a, b} {
+		if err := u.CopyUp(e, All); err != nil {
+			return err
+		}
+	}
+	if a.IsDir() {
+		if err := u.markMovedDir(a, oldParent, newParent, bBelow); err != nil {
+			return err
+		}
+	}
+	if b.IsDir() {
+		if err := u.markMovedDir(b, newParent, oldParent, aBelow); err != nil {
+			return err
+		}
+	}
+	return u.upper.Rename(a.Path, u.upper, b.Path, unix.RENAME_EXCHANGE)
+}
+
+func layerBase(p string) string {
+	_, b := layer.Split(p)
+	return b
+}

@@ -1,0 +1,413 @@
+// Package union is the union engine: it layers one writable upper directory
+// over read-only lower directories and answers every question about the
+// merged tree. It knows nothing of FUSE; the fusefs package translates kernel
+// requests into calls on a *Union.
+//
+// Map of the package:
+//
+//   - union.go: Config, New (start-up checks, workdir lock), inode numbers.
+//   - lookup.go: Entry (the union stack of one path) and Lookup, which walks
+//     the stack top down honouring whiteouts, opaque and redirected dirs.
+//   - readdir.go: merged directory listings.
+//   - copyup.go: copy-up of files, directories, symlinks and special files,
+//     built in workdir/work and renamed into place.
+//   - create.go, remove.go, rename.go: namespace changes with whiteouts.
+//   - attr.go: attributes and extended attributes.
+//
+// Paths given to the engine are union paths: relative, slash-separated, ""
+// for the root. A union path is also the object's path in the upper layer;
+// lower paths can differ because of redirected directories, so an Entry
+// carries its own lower paths.
+//
+// Lock order: Union.renameMu (rename takes it for writing, every other
+// namespace change for reading), then a copy-up key lock (copyLocks), parent
+// path before child path. No lock is held while waiting for the kernel.
+package union
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/unionmount/unionmount/internal/layer"
+)
+
+// Config says which directories make up a union and how it behaves.
+type Config struct {
+	// Lowers are the read-only layers, topmost first. At least one.
+	Lowers []string
+	// Upper is the writable layer; "" makes a read-only union.
+	Upper string
+	// Work is the work directory, on the same filesystem as Upper. Required
+	// with Upper.
+	Work string
+	// UserXattr selects the user.overlay.* namespace instead of
+	// trusted.overlay.*.
+	UserXattr bool
+	// RedirectDir lets renames of lower directories work by writing a
+	// redirect xattr; off, they fail with EXDEV.
+	RedirectDir bool
+	// WhiteoutFiles reads ".wh.NAME" and ".wh..wh..opq" in lower layers as
+	// whiteouts and opaque markers (as aufs and fuse-overlayfs do).
+	WhiteoutFiles bool
+	// NoFsync skips syncing copied-up data before it is renamed into place
+	// (kernel overlayfs "volatile"): faster, but a crash may leave an empty
+	// or partial file where a copy-up happened.
+	NoFsync bool
+}
+
+// Union is a mounted (or mountable) union of layers.
+type Union struct {
+	cfg    Config
+	format layer.Format
+	upper  *layer.Layer // nil for a read-only union
+	work   *layer.Layer // workdir/work: where copies are built
+	lowers []*layer.Layer
+	// lock is the workdir itself, flocked for as long as the union is open.
+	lock int
+
+	devMu sync.Mutex
+	devs  map[uint64]uint64 // st_dev -> small fs index for inode numbers
+
+	renameMu  sync.RWMutex
+	copyLocks keyedMutex
+	tmpSeq    atomic.Uint64
+
+	root bool // running as root: can chown, create whiteouts, set trusted.*
+}
+
+// Errno values the engine returns; the FUSE layer passes them to the kernel.
+var (
+	errReadOnly = unix.EROFS
+)
+
+// New opens and checks the layers of cfg. On any error nothing was written
+// and the error names the option or path at fault.
+func New(cfg Config) (*Union, error) {
+	u := &Union{cfg: cfg, lock: -1, devs: map[uint64]uint64{}, root: os.Geteuid() == 0}
+	if cfg.UserXattr || !u.root {
+		u.format = layer.Format{Prefix: layer.UserPrefix}
+	} else {
+		u.format = layer.Format{Prefix: layer.TrustedPrefix}
+	}
+	if err := u.open(); err != nil {
+		u.Close()
+		return nil, err
+	}
+	return u, nil
+}
+
+func (u *Union) open() error {
+	cfg := u.cfg
+	if len(cfg.Lowers) == 0 {
+		return errors.New("lowerdir: at least one lower directory is required")
+	}
+	if cfg.Upper != "" && cfg.Work == "" {
+		return errors.New("workdir: required when upperdir is given")
+	}
+	if cfg.Upper == "" && cfg.Work != "" {
+		return errors.New("workdir: given without upperdir")
+	}
+	type named struct{ opt, path, real string }
+	var all []named
+	add := func(opt, p string) error {
+		if p == "" {
+			return fmt.Errorf("%s: empty path", opt)
+		}
+		fi, err := os.Stat(p)
+		if err != nil {
+			return fmt.Errorf("%s %q: %w", opt, p, unwrapPathErr(err))
+		}
+		if !fi.IsDir() {
+			return fmt.Errorf("%s %q: not a directory", opt, p)
+		}
+		real, err := filepath.EvalSymlinks(p)
+		if err != nil {
+			return fmt.Errorf("%s %q: %w", opt, p, unwrapPathErr(err))
+		}
+		real, _ = filepath.Abs(real)
+		if unix.Access(real, unix.R_OK|unix.X_OK) != nil {
+			return fmt.Errorf("%s %q: not readable", opt, p)
+		}
+		all = append(all, named{opt, p, real})
+		return nil
+	}
+	for _, l := range cfg.Lowers {
+		if err := add("lowerdir", l); err != nil {
+			return err
+		}
+	}
+	if cfg.Upper != "" {
+		if err := add("upperdir", cfg.Upper); err != nil {
+			return err
+		}
+		if err := add("workdir", cfg.Work); err != nil {
+			return err
+		}
+	}
+	for i := range all {
+		for j := range all {
+			if i == j {
+				continue
+			}
+			a, b := all[i], all[j]
+			if a.real == b.real && i < j {
+				return fmt.Errorf("%s %q and %s %q are the same directory", a.opt, a.path, b.opt, b.path)
+			}
+			if strings.HasPrefix(a.real, b.real+"/") || (b.real == "/" && a.real != "/") {
+				return fmt.Errorf("%s %q is inside %s %q: layers must not overlap", a.opt, a.path, b.opt, b.path)
+			}
+		}
+	}
+	for _, l := range cfg.Lowers {
+		ll, err := layer.Open(l)
+		if err != nil {
+			return fmt.Errorf("lowerdir %q: %w", l, unwrapPathErr(err))
+		}
+		u.lowers = append(u.lowers, ll)
+	}
+	if cfg.Upper == "" {
+		u.index(u.lowers...)
+		return nil
+	}
+	up, err := layer.Open(cfg.Upper)
+	if err != nil {
+		return fmt.Errorf("upperdir %q: %w", cfg.Upper, unwrapPathErr(err))
+	}
+	u.upper = up
+	if unix.Access(cfg.Upper, unix.W_OK) != nil {
+		return fmt.Errorf("upperdir %q: not writable", cfg.Upper)
+	}
+	wd, err := layer.Open(cfg.Work)
+	if err != nil {
+		return fmt.Errorf("workdir %q: %w", cfg.Work, unwrapPathErr(err))
+	}
+	defer wd.Close()
+	if wd.Dev != up.Dev {
+		return fmt.Errorf("workdir %q is not on the same filesystem as upperdir %q", cfg.Work, cfg.Upper)
+	}
+	if unix.Access(cfg.Work, unix.W_OK) != nil {
+		return fmt.Errorf("workdir %q: not writable", cfg.Work)
+	}
+	// The lock: an flock on the workdir itself, so nothing is written for it
+	// and it dies with the process.
+	lk, err := unix.Open(cfg.Work, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("workdir %q: %w", cfg.Work, err)
+	}
+	u.lock = lk
+	if err := unix.Flock(lk, unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		return fmt.Errorf("workdir %q: upperdir and workdir are in use by another unionmount", cfg.Work)
+	}
+	if err := u.openWork(wd); err != nil {
+		return err
+	}
+	u.index(append([]*layer.Layer{u.upper}, u.lowers...)...)
+	return nil
+}
+
+// openWork makes workdir/work (kernel overlayfs uses the same name), clears
+// what a crash left in it, and checks that the upper filesystem can hold
+// whiteouts and our xattrs.
+func (u *Union) openWork(wd *layer.Layer) error {
+	made := false
+	st, err := wd.Lstat("work")
+	switch {
+	case err == nil && st.Mode&unix.S_IFMT != unix.S_IFDIR:
+		return fmt.Errorf("workdir %q: work is not a directory", u.cfg.Work)
+	case errors.Is(err, unix.ENOENT):
+		if err := wd.Mkdir("work", 0o700); err != nil {
+			return fmt.Errorf("workdir %q: %w", u.cfg.Work, err)
+		}
+		made = true
+	case err != nil:
+		return fmt.Errorf("workdir %q: %w", u.cfg.Work, err)
+	}
+	undo := func() {
+		if made {
+			_ = wd.Rmdir("work")
+		}
+	}
+	w, err := layer.Open(filepath.Join(u.cfg.Work, "work"))
+	if err != nil {
+		undo()
+		return fmt.Errorf("workdir %q: %w", u.cfg.Work, unwrapPathErr(err))
+	}
+	u.work = w
+	if err := u.clearWork(); err != nil {
+		return fmt.Errorf("workdir %q: clearing leftovers: %w", u.cfg.Work, err)
+	}
+	probe := u.tempName()
+	if err := w.Mknod(probe, layer.WhiteoutMode, layer.WhiteoutDev); err != nil {
+		undo()
+		return fmt.Errorf("upperdir %q: filesystem cannot hold whiteouts (mknod 0:0: %v)", u.cfg.Upper, err)
+	}
+	_ = w.Unlink(probe)
+	if err := w.Mkdir(probe, 0o700); err != nil {
+		undo()
+		return fmt.Errorf("workdir %q: %w", u.cfg.Work, err)
+	}
+	xerr := w.Setxattr(probe, u.format.Name(layer.Opaque), []byte("y"), 0)
+	_ = w.Rmdir(probe)
+	if xerr != nil {
+		undo()
+		return fmt.Errorf("upperdir %q: filesystem cannot hold %s* xattrs (%v)", u.cfg.Upper, u.format.Prefix, xerr)
+	}
+	return nil
+}
+
+// clearWork removes everything in workdir/work: temporaries of copy-ups and
+// removals that a crash interrupted. None of them is visible in the union.
+func (u *Union) clearWork() error {
+	ents, err := u.work.ReadDir("")
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		if err := removeAll(u.work, e.Name); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Close releases the layers and the workdir lock.
+func (u *Union) Close() error {
+	for _, l := range append([]*layer.Layer{u.upper, u.work}, u.lowers...) {
+		if l != nil {
+			l.Close()
+		}
+	}
+	if u.lock >= 0 {
+		unix.Close(u.lock)
+		u.lock = -1
+	}
+	return nil
+}
+
+// ReadOnly reports whether the union has no upper layer.
+func (u *Union) ReadOnly() bool { return u.upper == nil }
+
+// Format is the xattr namespace in force.
+func (u *Union) Format() layer.Format { return u.format }
+
+// Statfs reports the filesystem that takes the union's writes.
+func (u *Union) Statfs() (unix.Statfs_t, error) {
+	if u.upper != nil {
+		return u.upper.Statfs()
+	}
+	return u.lowers[0].Statfs()
+}
+
+// index gives each layer's device a small number, upper first, so that inode
+// numbers are the same at every mount of the same layers.
+func (u *Union) index(ls ...*layer.Layer) {
+	for _, l := range ls {
+		u.fsIndex(l.Dev)
+	}
+}
+
+func (u *Union) fsIndex(dev uint64) uint64 {
+	u.devMu.Lock()
+	defer u.devMu.Unlock()
+	i, ok := u.devs[dev]
+	if !ok {
+		i = uint64(len(u.devs))
+		u.devs[dev] = i
+	}
+	return i
+}
+
+// inoBits is how many low bits of an inode number are the real inode number;
+// the bits above say which filesystem it came from (as kernel overlayfs xino).
+const inoBits = 56
+
+// Ino is the union inode number of real object (dev, ino).
+func (u *Union) Ino(dev, ino uint64) uint64 {
+	fs := u.fsIndex(dev)
+	if ino>>inoBits != 0 {
+		// Too wide to tag: fold the high bits in.
+		ino = (ino ^ ino>>inoBits) & (1<<inoBits - 1)
+	}
+	n := fs<<inoBits | ino
+	if n <= 1 {
+		// 0 and 1 are reserved by FUSE and go-fuse.
+		n |= 1 << 63
+	}
+	return n
+}
+
+// tempName returns a fresh name for a temporary in workdir/work.
+func (u *Union) tempName() string {
+	return fmt.Sprintf("#%x", u.tmpSeq.Add(1))
+}
+
+func unwrapPathErr(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
+
+// keyedMutex serialises work on one key (a union path) at a time.
+type keyedMutex struct {
+	mu    sync.Mutex
+	locks map[string]*keyedEntry
+}
+
+type keyedEntry struct {
+	mu   sync.Mutex
+	refs int
+}
+
+func (k *keyedMutex) lock(key string) func() {
+	k.mu.Lock()
+	if k.locks == nil {
+		k.locks = map[string]*keyedEntry{}
+	}
+	e := k.locks[key]
+	if e == nil {
+		e = &keyedEntry{}
+		k.locks[key] = e
+	}
+	e.refs++
+	k.mu.Unlock()
+	e.mu.Lock()
+	return func() {
+		e.mu.Unlock()
+		k.mu.Lock()
+		e.refs--
+		if e.refs == 0 {
+			delete(k.locks, key)
+		}
+		k.mu.Unlock()
+	}
+}
+
+// removeAll removes rel and everything under it, inside layer l.
+func removeAll(l *layer.Layer, rel string) error {
+	err := l.Unlink(rel)
+	if err == nil || errors.Is(err, unix.ENOENT) {
+		return nil
+	}
+	if !errors.Is(err, unix.EISDIR) && !errors.Is(err, unix.EPERM) {
+		return err
+	}
+	ents, err := l.ReadDir(rel)
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		if err := removeAll(l, layer.Join(rel, e.Name)); err != nil {
+			return err
+		}
+	}
+	return l.Rmdir(rel)
+}
