@@ -61,7 +61,7 @@ func IsWhiteout(st *unix.Stat_t) bool {
 
 // WhiteoutMode and WhiteoutDev are what mknod gets to make a whiteout.
 const (
-	WhiteoutMode = unix.S_IFCHR | 0
+	WhiteoutMode = unix.S_IFCHR // permissions 0000
 	WhiteoutDev  = 0
 )
 
