@@ -10,6 +10,7 @@ package fusefs
 import (
 	"context"
 	"errors"
+	"hash/fnv"
 	"log/slog"
 	"sync"
 	"syscall"
@@ -29,6 +30,12 @@ type Node struct {
 
 	mu sync.Mutex
 	e  union.Entry // Path is not kept: see entry()
+	// gen is the union's copy-up generation when e.Upper was last known
+	// false: while it is unchanged, nothing can have been copied up.
+	gen uint64
+	// lowerFiles are the open read-only handles on the lower file, to be
+	// switched to the upper copy when the file is copied up.
+	lowerFiles map[*fileHandle]bool
 }
 
 // What a Node implements.
@@ -52,6 +59,7 @@ var (
 	_ = (fs.NodeRemovexattrer)((*Node)(nil))
 	_ = (fs.NodeListxattrer)((*Node)(nil))
 	_ = (fs.NodeStatfser)((*Node)(nil))
+	_ = (fs.NodeReleaser)((*Node)(nil))
 )
 
 // Options are the FUSE-side settings of a mount.
@@ -105,21 +113,78 @@ func Mount(u *union.Union, mountpoint string, o Options) (*fuse.Server, error) {
 	return fs.Mount(mountpoint, root, opts)
 }
 
-// entry returns a copy of the node's union stack with the current path.
+// entry returns a copy of the node's union stack with the current path. An
+// object may have been copied up through another node (as the parent of a
+// new file, or through a hard link): if any copy-up happened since the node
+// last looked, it looks again.
 func (n *Node) entry() *union.Entry {
 	n.mu.Lock()
 	e := n.e
+	stale := !e.Upper && n.gen != n.u.CopyUpGen()
 	n.mu.Unlock()
 	e.Path = n.Path(nil)
+	if stale {
+		gen := n.u.CopyUpGen()
+		n.u.Refresh(&e)
+		n.save(&e)
+		n.mu.Lock()
+		if !n.e.Upper {
+			n.gen = gen
+		}
+		n.mu.Unlock()
+	}
 	return &e
 }
 
-// save keeps what an engine call learnt about the node (a copy-up).
+// save keeps what an engine call learnt about the node. When the node has
+// just been copied up, its open read-only lower files switch to the copy.
 func (n *Node) save(e *union.Entry) {
 	n.mu.Lock()
+	copiedUp := e.Upper && !n.e.Upper
 	n.e = *e
 	n.e.Path = ""
+	var files []*fileHandle
+	if copiedUp {
+		for f := range n.lowerFiles {
+			files = append(files, f)
+		}
+		n.lowerFiles = nil
+	}
 	n.mu.Unlock()
+	for _, f := range files {
+		fd, err := n.u.Open(e, unix.O_RDONLY)
+		if err != nil {
+			slog.Warn("reopen after copy-up", "path", e.Path, "err", err)
+			continue
+		}
+		f.switchTo(fd)
+	}
+}
+
+// newFile wraps fd, opened on the node's visible object.
+func (n *Node) newFile(fd int, e *union.Entry) *fileHandle {
+	f := &fileHandle{fd: fd}
+	if !e.Upper && !e.IsDir() {
+		f.lower = true
+		n.mu.Lock()
+		if n.lowerFiles == nil {
+			n.lowerFiles = map[*fileHandle]bool{}
+		}
+		n.lowerFiles[f] = true
+		n.mu.Unlock()
+	}
+	return f
+}
+
+// Release forgets a closed handle.
+func (n *Node) Release(ctx context.Context, f fs.FileHandle) syscall.Errno {
+	if fh, ok := f.(*fileHandle); ok {
+		n.mu.Lock()
+		delete(n.lowerFiles, fh)
+		n.mu.Unlock()
+		return fh.Release(ctx)
+	}
+	return 0
 }
 
 // child registers the node for e under n, or refreshes the one the kernel
@@ -132,7 +197,15 @@ func (n *Node) child(ctx context.Context, e *union.Entry, st *unix.Stat_t, out *
 	}
 	c := &Node{u: n.u, e: *e}
 	c.e.Path = ""
-	in := n.NewInode(ctx, c, fs.StableAttr{Mode: e.Mode, Ino: e.Ino})
+	id := fs.StableAttr{Mode: e.Mode, Ino: e.Ino}
+	if !e.Upper && !e.IsDir() && st.Nlink > 1 {
+		// Names of a hard-linked lower file share an inode number, but
+		// each is its own object once one is copied up: one node per name.
+		h := fnv.New64a()
+		h.Write([]byte(e.Lower[0].Path))
+		id.Gen = h.Sum64() | 1
+	}
+	in := n.NewInode(ctx, c, id)
 	if old, ok := in.Operations().(*Node); ok && old != c {
 		old.save(e)
 	}
@@ -249,7 +322,7 @@ func (n *Node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 	if err != nil {
 		return nil, 0, errno(err)
 	}
-	return fs.NewLoopbackFile(fd), 0, 0
+	return n.newFile(fd, e), 0, 0
 }
 
 // Create makes and opens a new regular file.
@@ -258,7 +331,7 @@ func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	if err != nil {
 		return nil, nil, 0, errno(err)
 	}
-	return n.child(ctx, e, &st, out), fs.NewLoopbackFile(fd), 0, 0
+	return n.child(ctx, e, &st, out), &fileHandle{fd: fd}, 0, 0
 }
 
 // Readdir lists the merged directory, with "." and "..".

@@ -42,8 +42,24 @@ func (u *Union) CopyUp(e *Entry, size int64) error {
 	if err := u.copyUpOne(e, size); err != nil {
 		return fmt.Errorf("copy up %s: %w", e.Path, err)
 	}
+	u.copyGen.Add(1)
 	e.Upper = true
 	return nil
+}
+
+// CopyUpGen is a counter that changes whenever something is copied up.
+func (u *Union) CopyUpGen() uint64 { return u.copyGen.Load() }
+
+// Refresh notes in e that its object now exists in upper, if it was copied
+// up since e was looked up.
+func (u *Union) Refresh(e *Entry) {
+	if e.Upper || u.upper == nil {
+		return
+	}
+	st, err := u.upper.Lstat(e.Path)
+	if err == nil && !layer.IsWhiteout(&st) && st.Mode&unix.S_IFMT == e.Mode {
+		e.Upper = true
+	}
 }
 
 func parentOf(p string) string {

@@ -110,6 +110,15 @@ func (u *Union) create(parent *Entry, name string, owner *Owner, mode uint32, bu
 		return nil, st, err
 	}
 	isDir := mode&unix.S_IFMT == unix.S_IFDIR
+	// A directory made where a whiteout hides a lower one must not merge
+	// with it: opaque.
+	opaque := isDir && whiteout
+	if isDir && !whiteout && len(parent.Lower) > 0 {
+		var err error
+		if opaque, err = u.whiteoutBelow(parent, name); err != nil {
+			return nil, st, err
+		}
+	}
 	uid, gid := -1, -1
 	if owner != nil && u.root {
 		uid, gid = int(owner.Uid), int(owner.Gid)
@@ -124,12 +133,12 @@ func (u *Union) create(parent *Entry, name string, owner *Owner, mode uint32, bu
 			uid, gid = -1, -1
 		}
 	}
-	if !whiteout && uid < 0 {
+	if !whiteout && !opaque && uid < 0 {
 		// Fast path: nothing to hide and nobody else to own it.
 		if err := build(u.upper, p); err != nil {
 			return nil, st, err
 		}
-	} else if err := u.buildInWork(p, isDir, whiteout, uid, gid, build); err != nil {
+	} else if err := u.buildInWork(p, isDir, whiteout, opaque, uid, gid, build); err != nil {
 		return nil, st, err
 	}
 	st, err := u.upper.Lstat(p)
@@ -140,7 +149,7 @@ func (u *Union) create(parent *Entry, name string, owner *Owner, mode uint32, bu
 	return e, u.fixStat(e, st), nil
 }
 
-func (u *Union) buildInWork(p string, isDir, whiteout bool, uid, gid int, build func(l *layer.Layer, rel string) error) (err error) {
+func (u *Union) buildInWork(p string, isDir, whiteout, opaque bool, uid, gid int, build func(l *layer.Layer, rel string) error) (err error) {
 	tmp := u.tempName()
 	if err := build(u.work, tmp); err != nil {
 		return err
@@ -169,7 +178,7 @@ func (u *Union) buildInWork(p string, isDir, whiteout bool, uid, gid int, build 
 				return err
 			}
 		}
-		if whiteout {
+		if opaque {
 			if err := u.work.Setxattr(tmp, u.format.Name(layer.Opaque), []byte("y"), 0); err != nil {
 				return fmt.Errorf("set opaque: %w", err)
 			}

@@ -135,6 +135,9 @@ func (u *Union) Lookup(parent *Entry, name string) (*Entry, unix.Stat_t, error) 
 		}
 	}
 	cands := u.candidates(parent, name, redirect, nil)
+	if u.cfg.WhiteoutFiles && strings.HasPrefix(name, layer.WhiteoutPrefix) {
+		cands = nil // whiteout markers of the lowers are not names of the union
+	}
 	for i := 0; i < len(cands); i++ {
 		cand := cands[i]
 		st, err := cand.Layer.Lstat(cand.Path)
@@ -255,6 +258,28 @@ func (u *Union) candidates(parent *Entry, name, redirect string, below *layer.La
 		})
 	}
 	return out
+}
+
+// whiteoutBelow reports whether the first thing the lowers of parent have at
+// name is a whiteout (of any form).
+func (u *Union) whiteoutBelow(parent *Entry, name string) (bool, error) {
+	for _, cand := range u.candidates(parent, name, "", nil) {
+		st, err := cand.Layer.Lstat(cand.Path)
+		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {
+			if u.cfg.WhiteoutFiles {
+				wh, err := cand.Layer.Exists(layer.Join(cand.parentPath, layer.WhiteoutPrefix+cand.name))
+				if err != nil || wh {
+					return wh, err
+				}
+			}
+			continue
+		}
+		if err != nil {
+			return false, err
+		}
+		return layer.IsWhiteout(&st) || u.isXWhiteout(cand, &st), nil
+	}
+	return false, nil
 }
 
 // isXWhiteout reports whether st, found at cand, is an xattr whiteout: a

@@ -78,6 +78,7 @@ type Union struct {
 	renameMu  sync.RWMutex
 	copyLocks keyedMutex
 	tmpSeq    atomic.Uint64
+	copyGen   atomic.Uint64 // counts copy-ups, so callers can tell if one happened
 
 	root bool // running as root: can chown, create whiteouts, set trusted.*
 }

@@ -1,0 +1,504 @@
+package e2e
+
+// The harness: build the binary once, check that this machine can mount,
+// mount and unmount unionmount and kernel overlayfs, and never leave a mount
+// behind.
+
+import (
+	"bufio"
+	"bytes"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+var (
+	// selftestKernel makes mountUnion mount kernel overlayfs instead of
+	// unionmount, to check the harness against the reference.
+	selftestKernel = os.Getenv("E2E_SELFTEST_KERNEL") == "1"
+	keepLogs       = os.Getenv("E2E_KEEP_LOGS") == "1"
+
+	binPath  string // the unionmount binary built by TestMain
+	buildErr error  // why it could not be built, with go build's output
+)
+
+const (
+	mountTimeout   = 30 * time.Second // for the command to report a live mount
+	unmountTimeout = 15 * time.Second // for the daemon to exit after unmount
+)
+
+func TestMain(m *testing.M) {
+	// Modes of new objects must not depend on the caller's umask.
+	syscall.Umask(022)
+	os.Exit(runMain(m))
+}
+
+func runMain(m *testing.M) int {
+	flag.Parse()
+	// A filesystem that hangs would keep tests blocked until go test's
+	// timeout kills the process, leaving mounts behind. Shortly before
+	// that, kill our daemons and detach every mount: blocked calls then
+	// fail with ENOTCONN and the tests end (and clean up) normally.
+	if f := flag.Lookup("test.timeout"); f != nil {
+		if d, err := time.ParseDuration(f.Value.String()); err == nil && d > 0 {
+			margin := 30 * time.Second
+			if d < 2*margin {
+				margin = d / 10
+			}
+			time.AfterFunc(d-margin, abortAllMounts)
+		}
+	}
+	if !selftestKernel {
+		dir, err := os.MkdirTemp("", "unionmount-e2e-bin-")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "e2e:", err)
+			return 1
+		}
+		defer os.RemoveAll(dir)
+		binPath = filepath.Join(dir, "unionmount")
+		buildErr = buildBinary(binPath)
+	}
+	return m.Run()
+}
+
+// buildBinary runs `go build -o out ./cmd/unionmount` from the repository
+// root, two levels above this package (go test runs in the package folder).
+func buildBinary(out string) error {
+	wd, err := os.Getwd()
+	if err != nil {
+		return err
+	}
+	root := filepath.Clean(filepath.Join(wd, "..", ".."))
+	if _, err := os.Stat(filepath.Join(root, "go.mod")); err != nil {
+		return fmt.Errorf("repository root not found from %s: %w", wd, err)
+	}
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		goBin = filepath.Join(os.Getenv("GOROOT"), "bin", "go")
+	}
+	cmd := exec.Command(goBin, "build", "-o", out, "./cmd/unionmount")
+	cmd.Dir = root
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build ./cmd/unionmount: %v\n%s", err, b)
+	}
+	return nil
+}
+
+var (
+	mountableOnce   sync.Once
+	mountableReason string
+)
+
+// requireMountable stops the test unless this machine can run it: root,
+// /dev/fuse, fusermount3 and kernel overlayfs. With CI=true a missing
+// requirement fails the test instead of skipping it, so CI cannot go green by
+// running nothing. A binary that does not build always fails.
+func requireMountable(t *testing.T) {
+	t.Helper()
+	mountableOnce.Do(func() {
+		trackInputs()
+		mountableReason = mountabilityProblem()
+	})
+	if mountableReason != "" {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("cannot run e2e tests (CI=true, so this is a failure, not a skip): %s", mountableReason)
+		}
+		t.Skipf("cannot run e2e tests: %s", mountableReason)
+	}
+	if buildErr != nil {
+		t.Fatalf("unionmount binary: %v", buildErr)
+	}
+}
+
+// trackInputs tells go test's result cache what the results depend on
+// beyond this package: the environment switches and every source file of
+// the repository the binary is built from. (Reads made before the tests
+// start, in TestMain or package init, are not recorded; these are.)
+// Without this, a cached pass could be served for a changed filesystem.
+func trackInputs() {
+	for _, k := range []string{"E2E_SELFTEST_KERNEL", "E2E_KEEP_LOGS", "CI", "PATH"} {
+		os.Getenv(k)
+	}
+	wd, err := os.Getwd()
+	if err != nil {
+		return
+	}
+	root := filepath.Clean(filepath.Join(wd, "..", ".."))
+	_ = filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return nil
+		}
+		if d.IsDir() {
+			if name := d.Name(); name == ".git" || name == "testdata" && p != root {
+				return filepath.SkipDir
+			}
+			if f, err := os.Open(p); err == nil { // records the listing
+				f.Close()
+			}
+			return nil
+		}
+		if strings.HasSuffix(p, ".go") || d.Name() == "go.mod" || d.Name() == "go.sum" {
+			_, _ = os.Stat(p)
+		}
+		return nil
+	})
+}
+
+func mountabilityProblem() string {
+	if os.Geteuid() != 0 {
+		return "need root (mounting, mknod of whiteouts and trusted.* xattrs)"
+	}
+	var st unix.Stat_t
+	if err := unix.Stat("/dev/fuse", &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFCHR {
+		return fmt.Sprintf("/dev/fuse missing or not a character device (%v)", err)
+	}
+	if _, err := exec.LookPath("fusermount3"); err != nil {
+		return "fusermount3 not in PATH (Debian package fuse3)"
+	}
+	// The definitive check for overlayfs is to mount it.
+	dir, err := os.MkdirTemp("", "unionmount-e2e-probe-")
+	if err != nil {
+		return err.Error()
+	}
+	defer os.RemoveAll(dir)
+	for _, d := range []string{"l", "u", "w", "m"} {
+		if err := os.Mkdir(filepath.Join(dir, d), 0o755); err != nil {
+			return err.Error()
+		}
+	}
+	opts := kernelOptions([]string{filepath.Join(dir, "l")}, filepath.Join(dir, "u"), filepath.Join(dir, "w"), nil)
+	mnt := filepath.Join(dir, "m")
+	if err := unix.Mount("overlay", mnt, "overlay", 0, opts); err != nil {
+		return fmt.Sprintf("kernel overlayfs mount failed (%v) with -o %s", err, opts)
+	}
+	if err := unix.Unmount(mnt, 0); err != nil {
+		_ = unix.Unmount(mnt, unix.MNT_DETACH)
+		return fmt.Sprintf("unmounting the probe overlay: %v", err)
+	}
+	return ""
+}
+
+// mountHandle is one live mount made by this package.
+type mountHandle struct {
+	dir     string
+	kind    string // "kernel" or "unionmount"
+	pid     int    // unionmount daemon, 0 if unknown
+	logPath string // daemon output
+	done    bool
+	aborted bool // by abortAllMounts
+}
+
+var (
+	mountsMu sync.Mutex
+	mounts   = map[string]*mountHandle{}
+)
+
+// mountUnion mounts unionmount (or, with E2E_SELFTEST_KERNEL=1, kernel
+// overlayfs) over lowers (topmost first), upper and work, which may both be
+// "" for a read-only union. extraOpts are added to -o. It returns a fresh
+// mount point and unmounts in t.Cleanup, waiting for the daemon to exit.
+func mountUnion(t *testing.T, lowers []string, upper, work string, extraOpts ...string) string {
+	t.Helper()
+	if selftestKernel {
+		return mountKernel(t, lowers, upper, work, extraOpts...)
+	}
+	mnt := filepath.Join(t.TempDir(), "mnt")
+	if err := os.Mkdir(mnt, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	h := &mountHandle{dir: mnt, kind: "unionmount", logPath: filepath.Join(filepath.Dir(mnt), "unionmount.log")}
+	opts := unionOptions(lowers, upper, work, extraOpts)
+	logf, err := os.Create(h.logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	// Output goes to a file, not a pipe: the detached daemon inherits it and
+	// a pipe would keep Wait from returning.
+	cmd := exec.Command(binPath, "-o", opts, mnt)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waited := make(chan error, 1)
+	go func() { waited <- cmd.Wait() }()
+	select {
+	case err = <-waited:
+	case <-time.After(mountTimeout):
+		_ = cmd.Process.Kill()
+		<-waited
+		_ = unix.Unmount(mnt, unix.MNT_DETACH)
+		t.Fatalf("unionmount -o %s %s did not return within %v\n%s", opts, mnt, mountTimeout, readLog(h.logPath))
+	}
+	if err != nil {
+		if fsType(mnt) != "" {
+			_ = unix.Unmount(mnt, unix.MNT_DETACH)
+		}
+		t.Fatalf("unionmount -o %s %s: %v\n%s", opts, mnt, err, readLog(h.logPath))
+	}
+	typ := fsType(mnt)
+	if !strings.HasPrefix(typ, "fuse") {
+		t.Fatalf("unionmount exited 0 but %s is not a live FUSE mount (type %q)\n%s", mnt, typ, readLog(h.logPath))
+	}
+	h.pid = findDaemon(mnt)
+	register(t, h)
+	return mnt
+}
+
+// mountKernel mounts kernel overlayfs with the harness's defaults
+// (redirect_dir=on,index=off,metacopy=off; see kernelOptions) overridden by
+// extraOpts, and unmounts in t.Cleanup.
+func mountKernel(t *testing.T, lowers []string, upper, work string, extraOpts ...string) string {
+	t.Helper()
+	mnt := filepath.Join(t.TempDir(), "mnt")
+	if err := os.Mkdir(mnt, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var flags uintptr
+	var rest []string
+	for _, o := range extraOpts {
+		if o == "ro" {
+			flags |= unix.MS_RDONLY
+			continue
+		}
+		rest = append(rest, o)
+	}
+	opts := kernelOptions(lowers, upper, work, rest)
+	if err := unix.Mount("overlay", mnt, "overlay", flags, opts); err != nil {
+		t.Fatalf("mount -t overlay -o %s %s: %v (see dmesg)", opts, mnt, err)
+	}
+	register(t, &mountHandle{dir: mnt, kind: "kernel"})
+	return mnt
+}
+
+// kernelOptions is the option string for kernel overlayfs. Defaults:
+//   - redirect_dir=on: renaming a lower directory works, as unionmount's does;
+//   - index=off: layers written by unionmount (which keeps no index) and
+//     reused across mounts must mount; index=on would tie upper to the exact
+//     lowers it was first mounted with;
+//   - metacopy=off: the kernel's default, so its copy-ups are full copies.
+//
+// An extra option with the same key replaces the default.
+func kernelOptions(lowers []string, upper, work string, extra []string) string {
+	defaults := []string{"redirect_dir=on", "index=off", "metacopy=off"}
+	opts := []string{"lowerdir=" + strings.Join(lowers, ":")}
+	if upper != "" {
+		opts = append(opts, "upperdir="+upper, "workdir="+work)
+	}
+	for _, d := range defaults {
+		key, _, _ := strings.Cut(d, "=")
+		overridden := false
+		for _, e := range extra {
+			if k, _, _ := strings.Cut(e, "="); k == key {
+				overridden = true
+			}
+		}
+		if !overridden {
+			opts = append(opts, d)
+		}
+	}
+	return strings.Join(append(opts, extra...), ",")
+}
+
+func unionOptions(lowers []string, upper, work string, extra []string) string {
+	opts := []string{"lowerdir=" + strings.Join(lowers, ":")}
+	if upper != "" {
+		opts = append(opts, "upperdir="+upper, "workdir="+work)
+	}
+	return strings.Join(append(opts, extra...), ",")
+}
+
+func register(t *testing.T, h *mountHandle) {
+	mountsMu.Lock()
+	mounts[h.dir] = h
+	mountsMu.Unlock()
+	t.Cleanup(func() { unmount(t, h.dir) })
+}
+
+// unmount unmounts a mount made by mountUnion or mountKernel now (it is also
+// done in t.Cleanup; a second call does nothing) and, for unionmount, waits
+// for the daemon to exit.
+func unmount(t *testing.T, mnt string) {
+	t.Helper()
+	mountsMu.Lock()
+	h := mounts[mnt]
+	if h == nil || h.done {
+		mountsMu.Unlock()
+		return
+	}
+	h.done = true
+	aborted := h.aborted
+	delete(mounts, mnt)
+	mountsMu.Unlock()
+	if aborted {
+		t.Errorf("%s mount %s was still in use near the test timeout and was aborted: did the filesystem hang?", h.kind, mnt)
+	}
+
+	// EBUSY can be transient: a parallel test's fork holds copies of our
+	// descriptors until it execs. Retry for a bounded time.
+	unmountOnce := func() error {
+		if h.kind == "kernel" {
+			return unix.Unmount(mnt, 0)
+		}
+		if out, err := exec.Command("fusermount3", "-u", mnt).CombinedOutput(); err != nil {
+			return fmt.Errorf("fusermount3 -u: %v: %s", err, bytes.TrimSpace(out))
+		}
+		return nil
+	}
+	deadline := time.Now().Add(unmountTimeout)
+	err := unmountOnce()
+	for err != nil && time.Now().Before(deadline) && fsType(mnt) != "" {
+		time.Sleep(50 * time.Millisecond)
+		err = unmountOnce()
+	}
+	if err != nil && fsType(mnt) != "" {
+		t.Errorf("unmounting %s (%s): %v; detaching lazily", mnt, h.kind, err)
+		if err := unix.Unmount(mnt, unix.MNT_DETACH); err != nil {
+			t.Errorf("umount -l %s: %v", mnt, err)
+		}
+	}
+	if h.kind == "kernel" {
+		return
+	}
+	if typ := fsType(mnt); typ != "" {
+		t.Errorf("%s still mounted (%s) after unmount", mnt, typ)
+		_ = unix.Unmount(mnt, unix.MNT_DETACH)
+	}
+	if h.pid != 0 && !waitExited(h.pid, unmountTimeout) {
+		t.Errorf("unionmount daemon %d still running %v after unmounting %s; killing it", h.pid, unmountTimeout, mnt)
+		_ = syscall.Kill(h.pid, syscall.SIGKILL)
+		waitExited(h.pid, unmountTimeout)
+	}
+	if log := readLog(h.logPath); (t.Failed() || keepLogs) && strings.TrimSpace(log) != "" {
+		t.Logf("unionmount log for %s:\n%s", mnt, log)
+	}
+}
+
+// abortAllMounts kills every unionmount daemon we started and lazily
+// detaches every live mount. The tests' cleanups still run afterwards.
+func abortAllMounts() {
+	mountsMu.Lock()
+	defer mountsMu.Unlock()
+	for dir, h := range mounts {
+		fmt.Fprintf(os.Stderr, "e2e: test timeout near: aborting %s mount %s\n", h.kind, dir)
+		h.aborted = true
+		if h.pid != 0 {
+			_ = syscall.Kill(h.pid, syscall.SIGKILL)
+		}
+		_ = unix.Unmount(dir, unix.MNT_DETACH)
+	}
+}
+
+func readLog(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Sprintf("(no log: %v)", err)
+	}
+	if len(b) > 20000 {
+		b = append([]byte("...\n"), b[len(b)-20000:]...)
+	}
+	return string(b)
+}
+
+// fsType is the filesystem type mounted exactly at dir, or "".
+func fsType(dir string) string {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	typ := ""
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64*1024), 1024*1024)
+	for sc.Scan() {
+		// id parent maj:min root mountpoint opts [optional...] - fstype source superopts
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 5 || unescapeMountinfo(fields[4]) != dir {
+			continue
+		}
+		for i := 5; i+1 < len(fields); i++ {
+			if fields[i] == "-" {
+				typ = fields[i+1] // the last one listed is the top of the stack
+				break
+			}
+		}
+	}
+	return typ
+}
+
+func unescapeMountinfo(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(n))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// findDaemon finds the process of our binary serving mnt: its executable is
+// binPath and mnt is one of its arguments. 0 if there is none.
+func findDaemon(mnt string) int {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0
+	}
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+		if err != nil || strings.TrimSuffix(exe, " (deleted)") != binPath {
+			continue
+		}
+		cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		if err != nil {
+			continue
+		}
+		for _, arg := range strings.Split(string(cmdline), "\x00") {
+			if arg == mnt {
+				return pid
+			}
+		}
+	}
+	return 0
+}
+
+// waitExited polls until pid is gone or a zombie, or the deadline passes.
+func waitExited(pid int, timeout time.Duration) bool {
+	deadline := time.Now().Add(timeout)
+	for {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			return true
+		}
+		if i := bytes.LastIndexByte(b, ')'); i >= 0 {
+			if f := strings.Fields(string(b[i+1:])); len(f) > 0 && (f[0] == "Z" || f[0] == "X") {
+				return true
+			}
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
