@@ -1,0 +1,344 @@
+package e2e
+
+// The command as a user meets it: refusals at start-up, the argument form
+// mount.fuse3 uses, ending the daemon by signal or umount, and other users
+// on a root mount.
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// dirListing names everything under dir, recursively, to show that a
+// refused command wrote nothing.
+func dirListing(t *testing.T, dir string) string {
+	t.Helper()
+	var names []string
+	err := filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, p)
+		names = append(names, rel)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sort.Strings(names)
+	return strings.Join(names, "\n")
+}
+
+// runCmd runs the binary and returns its exit code and stderr.
+func runCmd(t *testing.T, args ...string) (int, string) {
+	t.Helper()
+	cmd := exec.Command(binPath, args...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	done := make(chan error, 1)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return ee.ExitCode(), stderr.String()
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return 0, stderr.String()
+	case <-time.After(mountTimeout):
+		_ = cmd.Process.Kill()
+		t.Fatalf("unionmount %q did not return in %v", args, mountTimeout)
+		return -1, ""
+	}
+}
+
+func TestStartupRefusals(t *testing.T) {
+	requireMountable(t)
+	t.Parallel()
+	d := t.TempDir()
+	lower, upper, work, mnt := filepath.Join(d, "lower"), filepath.Join(d, "upper"), filepath.Join(d, "work"), filepath.Join(d, "mnt")
+	for _, p := range []string{lower, upper, work, mnt, filepath.Join(upper, "nested")} {
+		if err := os.Mkdir(p, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	file := filepath.Join(d, "file")
+	if err := os.WriteFile(file, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	opts := func(extra string) string {
+		return "lowerdir=" + lower + ",upperdir=" + upper + ",workdir=" + work + extra
+	}
+	cases := []struct {
+		name string
+		args []string
+		code int
+		want string
+	}{
+		{"missing lower", []string{"-o", "lowerdir=" + d + "/nope,upperdir=" + upper + ",workdir=" + work, mnt}, 1, `lowerdir "` + d + `/nope": no such file or directory`},
+		{"lower is a file", []string{"-o", "lowerdir=" + file + ",upperdir=" + upper + ",workdir=" + work, mnt}, 1, "not a directory"},
+		{"workdir inside upper", []string{"-o", "lowerdir=" + lower + ",upperdir=" + upper + ",workdir=" + upper + "/nested", mnt}, 1, "layers must not overlap"},
+		{"lower is upper", []string{"-o", "lowerdir=" + upper + ",upperdir=" + upper + ",workdir=" + work, mnt}, 1, "same directory"},
+		{"upper without workdir", []string{"-o", "lowerdir=" + lower + ",upperdir=" + upper, mnt}, 1, "workdir: required"},
+		{"unknown option", []string{"-o", opts(",frobnicate=1"), mnt}, 2, `unknown option "frobnicate=1"`},
+		{"bad redirect_dir", []string{"-o", opts(",redirect_dir=maybe"), mnt}, 2, "redirect_dir"},
+		{"no lowerdir", []string{"-o", "upperdir=" + upper + ",workdir=" + work, mnt}, 2, "lowerdir is required"},
+		{"no mountpoint", []string{"-o", opts("")}, 2, "missing MOUNTPOINT"},
+		{"missing mountpoint", []string{"-o", opts(""), d + "/nomnt"}, 1, "no such file or directory"},
+		{"mountpoint is a mount", []string{"-o", opts(""), "/proc"}, 1, "already a mount point"},
+	}
+	var st unix.Stat_t
+	if unix.Stat("/dev/shm", &st) == nil {
+		var ust unix.Stat_t
+		if unix.Stat(upper, &ust) == nil && ust.Dev != st.Dev {
+			cases = append(cases, struct {
+				name string
+				args []string
+				code int
+				want string
+			}{"workdir on another filesystem", []string{"-o", "lowerdir=" + lower + ",upperdir=" + upper + ",workdir=/dev/shm", mnt}, 1, "not on the same filesystem"})
+		}
+	}
+	before := dirListing(t, d)
+	for _, tc := range cases {
+		code, stderr := runCmd(t, tc.args...)
+		if code != tc.code || !strings.Contains(stderr, tc.want) {
+			t.Errorf("%s: exit %d, stderr %q; want exit %d and %q", tc.name, code, stderr, tc.code, tc.want)
+		}
+		if lines := strings.Count(strings.TrimSpace(stderr), "\n"); tc.code == 1 && lines != 0 {
+			t.Errorf("%s: message is %d lines, want one: %q", tc.name, lines+1, stderr)
+		}
+		if after := dirListing(t, d); after != before {
+			t.Errorf("%s: a refused mount wrote something:\nbefore:\n%s\nafter:\n%s", tc.name, before, after)
+		}
+	}
+
+	// The same upper and workdir in use by a live mount.
+	mountUnion(t, []string{lower}, upper, work)
+	code, stderr := runCmd(t, "-o", opts(""), mnt)
+	if code != 1 || !strings.Contains(stderr, "in use by another unionmount") {
+		t.Errorf("second mount of one upper+workdir: exit %d, %q", code, stderr)
+	}
+	if typ := fsType(mnt); typ != "" {
+		t.Errorf("refused second mount left %s mounted (%s)", mnt, typ)
+	}
+}
+
+func TestMountFuse3Form(t *testing.T) {
+	requireMountable(t)
+	t.Parallel()
+	d := t.TempDir()
+	lower, upper, work, mnt := filepath.Join(d, "lower"), filepath.Join(d, "upper"), filepath.Join(d, "work"), filepath.Join(d, "mnt")
+	for _, p := range []string{lower, upper, work, mnt} {
+		if err := os.Mkdir(p, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(lower, "f"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// mount.fuse3 passes: SOURCE MOUNTPOINT -o OPTS, with generic options.
+	code, stderr := runCmd(t, "mysource", mnt, "-o", "rw,nodev,nosuid,noatime,lowerdir="+lower+",upperdir="+upper+",workdir="+work+",,")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	h := &mountHandle{dir: mnt, kind: "unionmount", pid: findDaemon(mnt)}
+	register(t, h)
+	if typ := fsType(mnt); typ != "fuse.unionmount" {
+		t.Errorf("mount type %q, want fuse.unionmount", typ)
+	}
+	mounts, _ := os.ReadFile("/proc/self/mounts")
+	if !strings.Contains(string(mounts), "mysource "+mnt+" fuse.unionmount") {
+		t.Errorf("/proc/self/mounts does not show source mysource at %s", mnt)
+	}
+	if b, err := os.ReadFile(filepath.Join(mnt, "f")); err != nil || string(b) != "x" {
+		t.Errorf("read through the mount: %q, %v", b, err)
+	}
+}
+
+// startForeground runs unionmount -f and waits for the mount to be live.
+// The returned channel yields the daemon's exit error once, then is closed.
+func startForeground(t *testing.T) (*exec.Cmd, chan error, string) {
+	t.Helper()
+	d := t.TempDir()
+	lower, upper, work, mnt := filepath.Join(d, "lower"), filepath.Join(d, "upper"), filepath.Join(d, "work"), filepath.Join(d, "mnt")
+	for _, p := range []string{lower, upper, work, mnt} {
+		if err := os.Mkdir(p, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cmd := exec.Command(binPath, "-f", "-o", "lowerdir="+lower+",upperdir="+upper+",workdir="+work, mnt)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait(); close(done) }()
+	t.Cleanup(func() {
+		if fsType(mnt) != "" {
+			_ = unix.Unmount(mnt, unix.MNT_DETACH)
+		}
+		if !waitExited(cmd.Process.Pid, unmountTimeout) {
+			_ = cmd.Process.Kill()
+		}
+	})
+	deadline := time.Now().Add(mountTimeout)
+	for fsType(mnt) == "" {
+		select {
+		case err := <-done:
+			t.Fatalf("unionmount -f exited before mounting: %v", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("unionmount -f did not mount within %v", mountTimeout)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return cmd, done, mnt
+}
+
+func TestSignalsUnmountCleanly(t *testing.T) {
+	requireMountable(t)
+	t.Parallel()
+	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT} {
+		cmd, done, mnt := startForeground(t)
+		if err := cmd.Process.Signal(sig); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("%v: daemon exited with %v, want 0", sig, err)
+			}
+		case <-time.After(unmountTimeout):
+			t.Fatalf("%v: daemon still running after %v", sig, unmountTimeout)
+		}
+		if typ := fsType(mnt); typ != "" {
+			t.Errorf("%v: %s still mounted (%s)", sig, mnt, typ)
+		}
+	}
+}
+
+func TestUmountEndsDaemon(t *testing.T) {
+	requireMountable(t)
+	t.Parallel()
+	_, done, mnt := startForeground(t)
+	if out, err := exec.Command("umount", mnt).CombinedOutput(); err != nil {
+		t.Fatalf("umount: %v: %s", err, out)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("daemon exited with %v after umount, want 0", err)
+		}
+	case <-time.After(unmountTimeout):
+		t.Fatalf("daemon still running %v after umount", unmountTimeout)
+	}
+}
+
+// TestOtherUsersSeeModeBits runs commands as uid 65534 against a root
+// mount and kernel overlayfs over the same layers: every outcome must agree.
+func TestOtherUsersSeeModeBits(t *testing.T) {
+	requireMountable(t)
+	t.Parallel()
+	type layers struct{ lower, upper, work string }
+	mk := func() layers {
+		d := t.TempDir()
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		l := layers{filepath.Join(d, "lower"), filepath.Join(d, "upper"), filepath.Join(d, "work")}
+		for _, p := range []string{l.lower, l.upper, l.work} {
+			if err := os.Mkdir(p, 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+		files := []struct {
+			path string
+			mode os.FileMode
+			dir  bool
+		}{
+			{"public", 0o644, false},
+			{"secret", 0o600, false},
+			{"rootdir", 0o755, true},
+			{"private", 0o700, true},
+			{"private/inside", 0o644, false},
+			{"shared", 0o777, true},
+			{"shared/mine", 0o644, false},
+		}
+		for _, f := range files {
+			p := filepath.Join(l.lower, f.path)
+			var err error
+			if f.dir {
+				err = os.Mkdir(p, f.mode)
+			} else {
+				err = os.WriteFile(p, []byte("data"), f.mode)
+			}
+			if err == nil {
+				err = os.Chmod(p, f.mode)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := os.Chown(filepath.Join(l.lower, "shared/mine"), 65534, 65534); err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	kl, ul := mk(), mk()
+	kmnt := mountKernel(t, []string{kl.lower}, kl.upper, kl.work)
+	umnt := mountUnion(t, []string{ul.lower}, ul.upper, ul.work)
+	cmds := [][]string{
+		{"cat", "public"},
+		{"cat", "secret"},
+		{"ls", "private"},
+		{"cat", "private/inside"},
+		{"touch", "rootdir/new"},
+		{"touch", "public"},
+		{"chmod", "777", "public"},
+		{"chown", "65534", "public"},
+		{"rm", "-f", "public"},
+		{"mkdir", "shared/sub"},
+		{"sh", "-c", "echo more >> shared/mine"},
+		{"chmod", "600", "shared/mine"},
+		{"mv", "shared/mine", "shared/moved"},
+		{"rm", "shared/moved"},
+	}
+	asNobody := func(dir string, args []string) string {
+		cmd := exec.Command(args[0], args[1:]...)
+		cmd.Dir = dir
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+		err := cmd.Run()
+		if err != nil {
+			return "refused"
+		}
+		return "allowed"
+	}
+	for _, c := range cmds {
+		k, u := asNobody(kmnt, c), asNobody(umnt, c)
+		if k != u {
+			t.Errorf("uid 65534 %q: kernel overlayfs %s, unionmount %s", c, k, u)
+		}
+	}
+	// And the outcomes that matter are the expected ones.
+	for _, c := range [][]string{{"cat", "secret"}, {"ls", "private"}, {"touch", "rootdir/new2"}, {"chmod", "777", "rootdir"}} {
+		if got := asNobody(umnt, c); got != "refused" {
+			t.Errorf("uid 65534 %q on unionmount: %s, want refused", c, got)
+		}
+	}
+}
