@@ -27,6 +27,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/unionmount/unionmount/fusefs"
+	"github.com/unionmount/unionmount/internal/mountinfo"
 	"github.com/unionmount/unionmount/union"
 )
 
@@ -211,46 +212,12 @@ func checkMountpoint(mp string) error {
 		return fmt.Errorf("mountpoint %q: %w", mp, err)
 	}
 	real, _ = filepath.Abs(real)
-	mounted, err := isMountPoint(real)
+	typ, err := mountinfo.FsType(real)
 	if err != nil {
 		return fmt.Errorf("mountpoint %q: %w", mp, err)
 	}
-	if mounted {
+	if typ != "" {
 		return fmt.Errorf("mountpoint %q is already a mount point", mp)
 	}
 	return nil
-}
-
-// isMountPoint reads /proc/self/mountinfo for path.
-func isMountPoint(path string) (bool, error) {
-	data, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return false, err
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		f := strings.Fields(line)
-		if len(f) > 4 && unescapeMount(f[4]) == path {
-			return true, nil
-		}
-	}
-	return false, nil
-}
-
-// unescapeMount undoes mountinfo's octal escapes (\040 for space).
-func unescapeMount(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }

@@ -5,7 +5,6 @@ package e2e
 // behind.
 
 import (
-	"bufio"
 	"bytes"
 	"flag"
 	"fmt"
@@ -19,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/unionmount/unionmount/internal/mountinfo"
 	"golang.org/x/sys/unix"
 )
 
@@ -412,46 +412,8 @@ func readLog(path string) string {
 
 // fsType is the filesystem type mounted exactly at dir, or "".
 func fsType(dir string) string {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	typ := ""
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64*1024), 1024*1024)
-	for sc.Scan() {
-		// id parent maj:min root mountpoint opts [optional...] - fstype source superopts
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 5 || unescapeMountinfo(fields[4]) != dir {
-			continue
-		}
-		for i := 5; i+1 < len(fields); i++ {
-			if fields[i] == "-" {
-				typ = fields[i+1] // the last one listed is the top of the stack
-				break
-			}
-		}
-	}
+	typ, _ := mountinfo.FsType(dir)
 	return typ
-}
-
-func unescapeMountinfo(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 // findDaemon finds the process of our binary serving mnt: its executable is
