@@ -15,12 +15,16 @@ func TestParseArgs(t *testing.T) {
 		wantErr string
 	}{
 		{args: []string{"-o", "lowerdir=/a:/b,upperdir=/u,workdir=/w", "/m"}, lowers: []string{"/a", "/b"}, upper: "/u",
-			check: func(c mountConfig) bool { return c.mountpoint == "/m" && !c.foreground && c.union.RedirectDir && c.union.WhiteoutFiles }},
+			check: func(c mountConfig) bool {
+				return c.mountpoint == "/m" && !c.foreground && c.union.RedirectDir && c.union.WhiteoutFiles
+			}},
 		// mount.fuse3's form, generic options, podman's empty element.
 		{args: []string{"src", "/m", "-o", "rw,nodev,noatime,lowerdir=/a,,upperdir=/u,workdir=/w,volatile"}, lowers: []string{"/a"}, upper: "/u",
 			check: func(c mountConfig) bool { return c.fsName == "src" && c.mountpoint == "/m" && c.union.NoFsync }},
 		{args: []string{"-f", "-olowerdir=/a\\:b", "-o", "redirect_dir=off,fsync=0,userxattr", "/m"}, lowers: []string{"/a:b"},
-			check: func(c mountConfig) bool { return c.foreground && !c.union.RedirectDir && c.union.NoFsync && c.union.UserXattr }},
+			check: func(c mountConfig) bool {
+				return c.foreground && !c.union.RedirectDir && c.union.NoFsync && c.union.UserXattr
+			}},
 		// ro with an upper shows the upper as the topmost lower.
 		{args: []string{"-o", "ro,lowerdir=/a,upperdir=/u,workdir=/w", "/m"}, lowers: []string{"/u", "/a"}, upper: "",
 			check: func(c mountConfig) bool { return c.readOnly && c.union.Work == "" }},
