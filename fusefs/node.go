@@ -45,7 +45,7 @@ var (
 	_ = (fs.NodeSetattrer)((*Node)(nil))
 	_ = (fs.NodeOpener)((*Node)(nil))
 	_ = (fs.NodeCreater)((*Node)(nil))
-	_ = (fs.NodeReaddirer)((*Node)(nil))
+	_ = (fs.NodeOpendirHandler)((*Node)(nil))
 	_ = (fs.NodeMkdirer)((*Node)(nil))
 	_ = (fs.NodeMknoder)((*Node)(nil))
 	_ = (fs.NodeSymlinker)((*Node)(nil))
@@ -322,7 +322,9 @@ func (n *Node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 	if err != nil {
 		return nil, 0, errno(err)
 	}
-	return n.newFile(fd, e), 0, 0
+	// Every write goes through this mount, so cached pages stay right
+	// across opens (and across a copy-up, which keeps the contents).
+	return n.newFile(fd, e), fuse.FOPEN_KEEP_CACHE, 0
 }
 
 // Create makes and opens a new regular file.
@@ -331,11 +333,19 @@ func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	if err != nil {
 		return nil, nil, 0, errno(err)
 	}
-	return n.child(ctx, e, &st, out), &fileHandle{fd: fd}, 0, 0
+	return n.child(ctx, e, &st, out), &fileHandle{fd: fd}, fuse.FOPEN_KEEP_CACHE, 0
 }
 
-// Readdir lists the merged directory, with "." and "..".
-func (n *Node) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
+// OpendirHandle lists the merged directory, with "." and "..", once per
+// open: offsets stay stable for the life of the handle. The kernel may cache
+// the listing: every change to it goes through the kernel, which drops its
+// cache when it makes one.
+func (n *Node) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	return &dirHandle{n: n}, fuse.FOPEN_CACHE_DIR | fuse.FOPEN_KEEP_CACHE, 0
+}
+
+// listing is the merged listing with "." and "..".
+func (n *Node) listing() ([]fuse.DirEntry, syscall.Errno) {
 	e := n.entry()
 	ents, err := n.u.ReadDir(e)
 	if err != nil {
@@ -352,7 +362,7 @@ func (n *Node) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
 	for _, d := range ents {
 		list = append(list, fuse.DirEntry{Name: d.Name, Mode: d.Mode, Ino: d.Ino})
 	}
-	return fs.NewListDirStream(list), 0
+	return list, 0
 }
 
 // Mkdir makes a directory (opaque where a whiteout stood).

@@ -18,6 +18,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -135,6 +136,15 @@ func serve(c mountConfig, ready func(error)) int {
 		return 1
 	}
 	unix.Umask(0) // modes from the kernel already have the caller's umask applied
+	if path := os.Getenv("UNIONMOUNT_CPUPROFILE"); path != "" {
+		// For benchmarks: a CPU profile of the daemon, written at unmount.
+		if f, err := os.Create(path); err == nil {
+			if pprof.StartCPUProfile(f) == nil {
+				defer f.Close()
+				defer pprof.StopCPUProfile()
+			}
+		}
+	}
 	if err := checkMountpoint(c.mountpoint); err != nil {
 		return fail(err)
 	}

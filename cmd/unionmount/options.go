@@ -24,7 +24,7 @@ type mountConfig struct {
 func defaultConfig() mountConfig {
 	return mountConfig{
 		union:   union.Config{RedirectDir: true, WhiteoutFiles: true},
-		timeout: time.Second,
+		timeout: 30 * time.Second,
 	}
 }
 
@@ -161,7 +161,7 @@ MOUNTPOINT. Without upperdir the union is read-only.
        userxattr        keep metadata in user.overlay.* (default when not root)
        whiteout_files=on|off read .wh.NAME whiteouts in lowers (default on)
        volatile, fsync=0     do not fsync copied-up data
-       timeout=SECONDS  kernel cache time for entries and attributes (default 1)
+       timeout=SECONDS  kernel cache time for entries and attributes (default 30)
        ro, and mount(8)'s generic options (accepted)
   -V, --version  print the version
 `

@@ -30,7 +30,8 @@ type Layer struct {
 	Root string
 	fd   int
 	// Dev is the st_dev of the layer's root directory.
-	Dev uint64
+	Dev  uint64
+	dirs dirCache
 }
 
 // Open opens the directory at hostPath as a layer.
@@ -47,8 +48,11 @@ func Open(hostPath string) (*Layer, error) {
 	return &Layer{Root: hostPath, fd: fd, Dev: st.Dev}, nil
 }
 
-// Close releases the layer's root descriptor.
-func (l *Layer) Close() error { return unix.Close(l.fd) }
+// Close releases the layer's descriptors.
+func (l *Layer) Close() error {
+	l.dirs.closeAll()
+	return unix.Close(l.fd)
+}
 
 // FD is the layer's root directory descriptor. Callers must not close it.
 func (l *Layer) FD() int { return l.fd }
@@ -124,7 +128,8 @@ func (l *Layer) Open(rel string, flags int, mode uint32) (int, error) {
 	}
 }
 
-// at runs op on the parent directory of rel and its final name.
+// at runs op on the parent directory of rel and its final name. The parent
+// comes from the layer's cache of directory descriptors.
 func (l *Layer) at(rel string, op func(dirfd int, name string) error) error {
 	if rel == "" {
 		return op(l.fd, ".")
@@ -133,12 +138,23 @@ func (l *Layer) at(rel string, op func(dirfd int, name string) error) error {
 	if dir == "" {
 		return op(l.fd, name)
 	}
-	dfd, err := l.OpenDir(dir)
-	if err != nil {
-		return err
+	d := l.dirs.get(dir)
+	if d == nil {
+		fd, err := l.OpenDir(dir)
+		if err != nil {
+			return err
+		}
+		d = l.dirs.add(dir, fd)
 	}
-	defer unix.Close(dfd)
-	return op(dfd, name)
+	defer l.dirs.release(d)
+	return op(d.fd, name)
+}
+
+// procPath names dirfd's entry name through /proc, for the calls that have
+// no *at form (the xattr calls). Used with their l* variants, it resolves
+// nothing but the magic link to dirfd itself.
+func procPath(dirfd int, name string) string {
+	return "/proc/self/fd/" + strconv.Itoa(dirfd) + "/" + name
 }
 
 // Lstat returns the attributes of rel without following a final symlink.
@@ -206,18 +222,26 @@ func (l *Layer) Unlink(rel string) error {
 
 // Rmdir removes empty directory rel.
 func (l *Layer) Rmdir(rel string) error {
-	return l.at(rel, func(dirfd int, name string) error { return unix.Unlinkat(dirfd, name, unix.AT_REMOVEDIR) })
+	err := l.at(rel, func(dirfd int, name string) error { return unix.Unlinkat(dirfd, name, unix.AT_REMOVEDIR) })
+	l.dirs.invalidate(rel)
+	return err
 }
 
 // Rename renames oldRel in l to newRel in dst (both layers must be on one
 // filesystem) with renameat2 flags (RENAME_NOREPLACE, RENAME_EXCHANGE,
 // RENAME_WHITEOUT).
+//
+// Cached descriptors of both names and below are dropped afterwards, so a
+// lookup racing with the rename cannot leave one naming the wrong directory.
 func (l *Layer) Rename(oldRel string, dst *Layer, newRel string, flags uint) error {
-	return l.at(oldRel, func(odir int, oname string) error {
+	err := l.at(oldRel, func(odir int, oname string) error {
 		return dst.at(newRel, func(ndir int, nname string) error {
 			return unix.Renameat2(odir, oname, ndir, nname, flags)
 		})
 	})
+	l.dirs.invalidate(oldRel)
+	dst.dirs.invalidate(newRel)
+	return err
 }
 
 // Link makes newRel in dst a hard link to oldRel in l.
@@ -271,8 +295,8 @@ func (l *Layer) Chmod(rel string, mode uint32) error {
 // Getxattr reads attribute attr of rel into dest (nil dest asks the size).
 func (l *Layer) Getxattr(rel, attr string, dest []byte) (int, error) {
 	var n int
-	err := l.withPath(rel, func(p string) (err error) {
-		n, err = unix.Getxattr(p, attr, dest)
+	err := l.at(rel, func(dirfd int, name string) (err error) {
+		n, err = unix.Lgetxattr(procPath(dirfd, name), attr, dest)
 		return err
 	})
 	return n, err
@@ -300,19 +324,18 @@ func (l *Layer) GetxattrString(rel, attr string) (string, error) {
 // Listxattr lists the attribute names of rel.
 func (l *Layer) Listxattr(rel string) ([]string, error) {
 	var names []string
-	err := l.withPath(rel, func(p string) error {
+	err := l.at(rel, func(dirfd int, name string) error {
 		var err error
-		names, err = ListxattrPath(p)
+		names, err = listxattr(procPath(dirfd, name))
 		return err
 	})
 	return names, err
 }
 
-// ListxattrPath lists the attribute names at a /proc/self/fd path.
-func ListxattrPath(p string) ([]string, error) {
-	buf := make([]byte, 1024)
+func listxattr(p string) ([]string, error) {
+	buf := make([]byte, 256)
 	for {
-		n, err := unix.Listxattr(p, buf)
+		n, err := unix.Llistxattr(p, buf)
 		if errors.Is(err, unix.ERANGE) {
 			buf = make([]byte, 4*len(buf))
 			continue
@@ -335,12 +358,16 @@ func ListxattrPath(p string) ([]string, error) {
 
 // Setxattr sets attribute attr of rel.
 func (l *Layer) Setxattr(rel, attr string, data []byte, flags int) error {
-	return l.withPath(rel, func(p string) error { return unix.Setxattr(p, attr, data, flags) })
+	return l.at(rel, func(dirfd int, name string) error {
+		return unix.Lsetxattr(procPath(dirfd, name), attr, data, flags)
+	})
 }
 
 // Removexattr removes attribute attr of rel.
 func (l *Layer) Removexattr(rel, attr string) error {
-	return l.withPath(rel, func(p string) error { return unix.Removexattr(p, attr) })
+	return l.at(rel, func(dirfd int, name string) error {
+		return unix.Lremovexattr(procPath(dirfd, name), attr)
+	})
 }
 
 // Statfs reports the filesystem holding the layer.
