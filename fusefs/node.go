@@ -103,6 +103,10 @@ func Mount(u *union.Union, mountpoint string, o Options) (*fuse.Server, error) {
 			DirectMount: unix.Geteuid() == 0,
 			Debug:       o.Debug,
 			MaxWrite:    1 << 20,
+			// The kernel enforces and caches POSIX ACLs (ls -l asks every
+			// file for them); we apply the umask (see aclUmask).
+			EnableAcl:         true,
+			ExtraCapabilities: fuse.CAP_DONT_MASK,
 			// The kernel checks permissions on the merged attributes.
 			Options: []string{"default_permissions"},
 		},
@@ -110,7 +114,15 @@ func Mount(u *union.Union, mountpoint string, o Options) (*fuse.Server, error) {
 	if o.ReadOnly {
 		opts.MountOptions.Options = append(opts.MountOptions.Options, "ro")
 	}
-	return fs.Mount(mountpoint, root, opts)
+	server, err := fuse.NewServer(&aclUmask{fs.NewNodeFS(root, opts)}, mountpoint, &opts.MountOptions)
+	if err != nil {
+		return nil, err
+	}
+	go server.Serve()
+	if err := server.WaitMount(); err != nil {
+		return nil, err
+	}
+	return server, nil
 }
 
 // entry returns a copy of the node's union stack with the current path. An

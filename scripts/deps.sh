@@ -18,7 +18,7 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-REQUIRED_PKGS=(fuse3 attr git tar findutils make gcc libc6-dev ca-certificates)
+REQUIRED_PKGS=(fuse3 attr git tar findutils make gcc libc6-dev ca-certificates acl)
 OPTIONAL_PKGS=(fuse-overlayfs)
 STATICCHECK_PKG=honnef.co/go/tools/cmd/staticcheck
 STATICCHECK_VERSION=${STATICCHECK_VERSION:-latest}

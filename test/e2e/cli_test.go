@@ -303,6 +303,8 @@ func TestOtherUsersSeeModeBits(t *testing.T) {
 	kl, ul := mk(), mk()
 	kmnt := mountKernel(t, []string{kl.lower}, kl.upper, kl.work)
 	umnt := mountUnion(t, []string{ul.lower}, ul.upper, ul.work)
+	traversable(t, kmnt)
+	traversable(t, umnt)
 	cmds := [][]string{
 		{"cat", "public"},
 		{"cat", "secret"},
@@ -339,6 +341,28 @@ func TestOtherUsersSeeModeBits(t *testing.T) {
 	for _, c := range [][]string{{"cat", "secret"}, {"ls", "private"}, {"touch", "rootdir/new2"}, {"chmod", "777", "rootdir"}} {
 		if got := asNobody(umnt, c); got != "refused" {
 			t.Errorf("uid 65534 %q on unionmount: %s, want refused", c, got)
+		}
+	}
+	for _, c := range [][]string{{"cat", "public"}, {"touch", "shared/another"}} {
+		if got := asNobody(umnt, c); got != "allowed" {
+			t.Errorf("uid 65534 %q on unionmount: %s, want allowed", c, got)
+		}
+	}
+}
+
+// traversable lets other users reach mnt: every directory above it, up to
+// the system's temporary directory, gets search permission for all (test
+// temporary directories are 0700). mnt itself is left alone.
+func traversable(t *testing.T, mnt string) {
+	t.Helper()
+	tmp := filepath.Clean(os.TempDir())
+	for p := filepath.Dir(mnt); strings.HasPrefix(p, tmp+"/"); p = filepath.Dir(p) {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(p, fi.Mode().Perm()|0o011); err != nil {
+			t.Fatal(err)
 		}
 	}
 }
