@@ -20,6 +20,24 @@ type fileHandle struct {
 	mu    sync.RWMutex
 	fd    int
 	lower bool // fd is on a lower layer, read-only
+	// retired are descriptors replaced by switchTo: a read may still be
+	// splicing from one, so they are closed only at Release.
+	retired []int
+}
+
+// passthroughFile is a handle whose reads and writes the kernel does itself
+// on the backing file (FUSE passthrough). Only files in upper get one: the
+// kernel keeps one backing inode per inode, which must not be a lower file
+// that a copy-up is about to replace.
+type passthroughFile struct {
+	*fileHandle
+}
+
+// PassthroughFd offers the descriptor as the backing file.
+func (p *passthroughFile) PassthroughFd() (int, bool) {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	return p.fd, true
 }
 
 // What a fileHandle implements.
@@ -32,17 +50,14 @@ var (
 	_ = (fs.FileGetattrer)((*fileHandle)(nil))
 	_ = (fs.FileLseeker)((*fileHandle)(nil))
 	_ = (fs.FileAllocater)((*fileHandle)(nil))
+	_ = (fs.FilePassthroughFder)((*passthroughFile)(nil))
 )
 
-// Read reads at off.
+// Read reads at off, by splicing from the descriptor where the kernel can.
 func (f *fileHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	n, err := unix.Pread(f.fd, dest, off)
-	if err != nil {
-		return nil, errno(err)
-	}
-	return fuse.ReadResultData(dest[:n]), 0
+	return fuse.ReadResultFd(uintptr(f.fd), off, len(dest)), 0
 }
 
 // Write writes at off.
@@ -56,16 +71,11 @@ func (f *fileHandle) Write(ctx context.Context, data []byte, off int64) (uint32,
 	return uint32(n), 0
 }
 
-// Flush runs at each close(2) of a descriptor: closing a duplicate gives the
-// layer's filesystem the same close-time signal.
+// Flush would run at each close(2). The layers are local filesystems with
+// nothing to report at close, so ENOSYS tells the kernel never to send it
+// again, saving a round trip per close.
 func (f *fileHandle) Flush(ctx context.Context) syscall.Errno {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	nfd, err := unix.Dup(f.fd)
-	if err != nil {
-		return errno(err)
-	}
-	return errno(unix.Close(nfd))
+	return syscall.ENOSYS
 }
 
 // Fsync syncs data (and metadata unless FUSE_FSYNC_FDATASYNC).
@@ -78,10 +88,14 @@ func (f *fileHandle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
 	return errno(unix.Fsync(f.fd))
 }
 
-// Release closes the descriptor.
+// Release closes the descriptors.
 func (f *fileHandle) Release(ctx context.Context) syscall.Errno {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	for _, fd := range f.retired {
+		unix.Close(fd)
+	}
+	f.retired = nil
 	err := unix.Close(f.fd)
 	f.fd = -1
 	return errno(err)
@@ -123,6 +137,6 @@ func (f *fileHandle) switchTo(fd int) {
 		unix.Close(fd)
 		return
 	}
-	unix.Close(f.fd)
+	f.retired = append(f.retired, f.fd)
 	f.fd, f.lower = fd, false
 }

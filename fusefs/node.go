@@ -36,6 +36,9 @@ type Node struct {
 	// lowerFiles are the open read-only handles on the lower file, to be
 	// switched to the upper copy when the file is copied up.
 	lowerFiles map[*fileHandle]bool
+	// plainOpen and passOpen count open handles without and with
+	// passthrough: the kernel refuses to mix the two on one inode.
+	plainOpen, passOpen int
 }
 
 // What a Node implements.
@@ -173,28 +176,40 @@ func (n *Node) save(e *union.Entry) {
 	}
 }
 
-// newFile wraps fd, opened on the node's visible object.
-func (n *Node) newFile(fd int, e *union.Entry) *fileHandle {
+// newFile wraps fd, opened on the node's visible object: with passthrough
+// for a file in upper unless plain handles are open on the node, else plain
+// (and, on a lower file, registered to be switched at copy-up).
+func (n *Node) newFile(fd int, e *union.Entry) fs.FileHandle {
 	f := &fileHandle{fd: fd}
-	if !e.Upper && !e.IsDir() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if e.Upper && n.plainOpen == 0 {
+		n.passOpen++
+		return &passthroughFile{f}
+	}
+	n.plainOpen++
+	if !e.Upper {
 		f.lower = true
-		n.mu.Lock()
 		if n.lowerFiles == nil {
 			n.lowerFiles = map[*fileHandle]bool{}
 		}
 		n.lowerFiles[f] = true
-		n.mu.Unlock()
 	}
 	return f
 }
 
 // Release forgets a closed handle.
 func (n *Node) Release(ctx context.Context, f fs.FileHandle) syscall.Errno {
-	if fh, ok := f.(*fileHandle); ok {
-		n.mu.Lock()
-		delete(n.lowerFiles, fh)
-		n.mu.Unlock()
-		return fh.Release(ctx)
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	switch h := f.(type) {
+	case *passthroughFile:
+		n.passOpen--
+		return h.Release(ctx)
+	case *fileHandle:
+		n.plainOpen--
+		delete(n.lowerFiles, h)
+		return h.Release(ctx)
 	}
 	return 0
 }
@@ -345,7 +360,8 @@ func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	if err != nil {
 		return nil, nil, 0, errno(err)
 	}
-	return n.child(ctx, e, &st, out), &fileHandle{fd: fd}, fuse.FOPEN_KEEP_CACHE, 0
+	child := n.child(ctx, e, &st, out)
+	return child, child.Operations().(*Node).newFile(fd, e), fuse.FOPEN_KEEP_CACHE, 0
 }
 
 // OpendirHandle lists the merged directory, with "." and "..", once per
