@@ -10,7 +10,6 @@ package fusefs
 import (
 	"context"
 	"errors"
-	"hash/fnv"
 	"log/slog"
 	"sync"
 	"syscall"
@@ -130,12 +129,13 @@ func Mount(u *union.Union, mountpoint string, o Options) (*fuse.Server, error) {
 
 // entry returns a copy of the node's union stack with the current path. An
 // object may have been copied up through another node (as the parent of a
-// new file, or through a hard link): if any copy-up happened since the node
-// last looked, it looks again.
+// new file): if any copy-up happened since the node last looked, it looks
+// again. A node of a lower file with several names looks every time.
 func (n *Node) entry() *union.Entry {
 	n.mu.Lock()
 	e := n.e
-	stale := !e.Upper && n.gen != n.u.CopyUpGen()
+	// The names of an indexed inode share this node but not their state.
+	stale := (!e.Upper && n.gen != n.u.CopyUpGen()) || e.Index != ""
 	n.mu.Unlock()
 	e.Path = n.Path(nil)
 	if stale {
@@ -224,15 +224,9 @@ func (n *Node) child(ctx context.Context, e *union.Entry, st *unix.Stat_t, out *
 	}
 	c := &Node{u: n.u, e: *e}
 	c.e.Path = ""
-	id := fs.StableAttr{Mode: e.Mode, Ino: e.Ino}
-	if !e.Upper && !e.IsDir() && st.Nlink > 1 {
-		// Names of a hard-linked lower file share an inode number, but
-		// each is its own object once one is copied up: one node per name.
-		h := fnv.New64a()
-		h.Write([]byte(e.Lower[0].Path))
-		id.Gen = h.Sum64() | 1
-	}
-	in := n.NewInode(ctx, c, id)
+	// Names of one inode share a node (lower hard links stay one inode
+	// after copy-up: see union/index.go).
+	in := n.NewInode(ctx, c, fs.StableAttr{Mode: e.Mode, Ino: e.Ino})
 	if old, ok := in.Operations().(*Node); ok && old != c {
 		old.save(e)
 	}

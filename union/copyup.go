@@ -50,16 +50,16 @@ func (u *Union) CopyUp(e *Entry, size int64) error {
 // CopyUpGen is a counter that changes whenever something is copied up.
 func (u *Union) CopyUpGen() uint64 { return u.copyGen.Load() }
 
-// Refresh notes in e that its object now exists in upper, if it was copied
-// up since e was looked up.
+// Refresh notes in e whether its object exists in upper at e.Path: it may
+// have been copied up since e was looked up. For an indexed inode, whose
+// names are copied up one by one, it depends on the name, so it is checked
+// both ways.
 func (u *Union) Refresh(e *Entry) {
-	if e.Upper || u.upper == nil {
+	if u.upper == nil || (e.Upper && e.Index == "") {
 		return
 	}
 	st, err := u.upper.Lstat(e.Path)
-	if err == nil && !layer.IsWhiteout(&st) && st.Mode&unix.S_IFMT == e.Mode {
-		e.Upper = true
-	}
+	e.Upper = err == nil && !layer.IsWhiteout(&st) && st.Mode&unix.S_IFMT == e.Mode
 }
 
 func parentOf(p string) string {
@@ -88,16 +88,30 @@ func (u *Union) ensureUpperDir(p string) error {
 }
 
 // copyUpOne copies e's lower object; its parent already is in upper.
-//
-// Order matters: owner before mode (chown clears set-id bits), xattrs after
-// owner (chown drops security.capability), times last.
-func (u *Union) copyUpOne(e *Entry, size int64) (err error) {
+func (u *Union) copyUpOne(e *Entry, size int64) error {
 	src := e.Lower[0]
 	st, err := src.Layer.Lstat(src.Path)
 	if err != nil {
 		return err
 	}
-	tmp := u.tempName()
+	if st.Mode&unix.S_IFMT == unix.S_IFREG && st.Nlink > 1 && u.index != nil {
+		return u.copyUpIndexed(e, src, &st, size)
+	}
+	tmp, err := u.buildCopy(src, &st, size)
+	if err != nil {
+		return err
+	}
+	return u.placeCopy(tmp, e.Path, &st)
+}
+
+// buildCopy makes a copy of lower object src (st) in workdir/work and
+// returns its name there: data (the first size bytes when size >= 0),
+// owner, mode, xattrs, origin and times.
+//
+// Order matters: owner before mode (chown clears set-id bits), xattrs after
+// owner (chown drops security.capability), times last.
+func (u *Union) buildCopy(src Object, st *unix.Stat_t, size int64) (tmp string, err error) {
+	tmp = u.tempName()
 	defer func() {
 		if err != nil {
 			_ = removeAll(u.work, tmp)
@@ -107,52 +121,57 @@ func (u *Union) copyUpOne(e *Entry, size int64) (err error) {
 	perm := st.Mode &^ unix.S_IFMT
 	switch mode {
 	case unix.S_IFREG:
-		if err := u.copyFile(src, &st, tmp, size); err != nil {
-			return err
+		if err := u.copyFile(src, st, tmp, size); err != nil {
+			return "", err
 		}
 	case unix.S_IFDIR:
 		if err := u.work.Mkdir(tmp, 0o700); err != nil {
-			return err
+			return "", err
 		}
 	case unix.S_IFLNK:
 		target, err := src.Layer.Readlink(src.Path)
 		if err != nil {
-			return err
+			return "", err
 		}
 		if err := u.work.Symlink(target, tmp); err != nil {
-			return err
+			return "", err
 		}
 	default:
 		if err := u.work.Mknod(tmp, mode|perm, st.Rdev); err != nil {
-			return err
+			return "", err
 		}
 	}
-	if err := u.copyMeta(src, &st, tmp); err != nil {
-		return err
+	if err := u.copyMeta(src, st, tmp); err != nil {
+		return "", err
 	}
-	if err := u.work.Setxattr(tmp, u.format.Name(layer.Origin), originValue(&st), 0); err != nil && !ignorableXattrErr(err) {
-		return fmt.Errorf("set origin: %w", err)
+	if err := u.work.Setxattr(tmp, u.format.Name(layer.Origin), originValue(st), 0); err != nil && !ignorableXattrErr(err) {
+		return "", fmt.Errorf("set origin: %w", err)
 	}
-	times := []unix.Timespec{st.Atim, st.Mtim}
 	if mode != unix.S_IFDIR {
-		if err := u.work.Lutimes(tmp, times); err != nil {
-			return err
+		if err := u.work.Lutimes(tmp, []unix.Timespec{st.Atim, st.Mtim}); err != nil {
+			return "", err
 		}
 	}
-	parent := parentOf(e.Path)
+	return tmp, nil
+}
+
+// placeCopy renames finished copy tmp to upper path p, keeping the times
+// of the copy (a directory's are set after the rename, which may touch
+// them) and of p's parent: a copy-up is not a change the user made to the
+// parent, and kernel overlayfs keeps its times too.
+func (u *Union) placeCopy(tmp, p string, st *unix.Stat_t) error {
+	parent := parentOf(p)
 	pst, perr := u.upper.Lstat(parent)
-	if err := u.work.Rename(tmp, u.upper, e.Path, unix.RENAME_NOREPLACE); err != nil {
+	if err := u.work.Rename(tmp, u.upper, p, unix.RENAME_NOREPLACE); err != nil {
+		_ = removeAll(u.work, tmp)
 		return err
 	}
-	if mode == unix.S_IFDIR {
-		// Set after the rename, which may touch the directory's times.
-		if err := u.upper.Lutimes(e.Path, times); err != nil {
+	if st.Mode&unix.S_IFMT == unix.S_IFDIR {
+		if err := u.upper.Lutimes(p, []unix.Timespec{st.Atim, st.Mtim}); err != nil {
 			return err
 		}
 	}
 	if perr == nil {
-		// A copy-up is not a change the user made to the parent: keep its
-		// times, as kernel overlayfs does.
 		_ = u.upper.Lutimes(parent, []unix.Timespec{pst.Atim, pst.Mtim})
 	}
 	return nil

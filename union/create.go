@@ -76,9 +76,13 @@ func (u *Union) Link(src, parent *Entry, name string) (*Entry, unix.Stat_t, erro
 		return nil, st, err
 	}
 	// The new name is the same inode, with the same identity.
-	e.Ino, st.Ino = src.Ino, src.Ino
-	e.Lower = src.Lower
-	return e, st, nil
+	e.Ino, e.Lower, e.Index = src.Ino, src.Lower, src.Index
+	if e.Index != "" {
+		if err := u.addNlink(e.Index, 1); err != nil {
+			return nil, st, err
+		}
+	}
+	return e, u.fixStat(e, st), nil
 }
 
 // create makes a new object at name in parent with build, owned by owner

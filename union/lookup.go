@@ -38,6 +38,9 @@ type Entry struct {
 	// Ino is the union inode number: the lower origin's for objects that
 	// came from a lower, else the upper object's.
 	Ino uint64
+	// Index names the index entry of a lower file with several names once
+	// one of them was copied up (see index.go); "" otherwise.
+	Index string
 }
 
 // IsDir reports whether the entry is a directory.
@@ -115,9 +118,12 @@ func (u *Union) Lookup(parent *Entry, name string) (*Entry, unix.Stat_t, error) 
 			e.Mode = st.Mode & unix.S_IFMT
 			e.Ino = u.Ino(st.Dev, st.Ino)
 			if !e.IsDir() {
-				if ino, ok := u.origin(p); ok {
+				if ino, key, ok := u.origin(p); ok {
 					e.Ino = ino
 					e.Lower = u.originObject(parent, name)
+					if st.Nlink > 1 {
+						e.Index = u.indexedKey(key)
+					}
 				}
 				return e, u.fixStat(e, top), nil
 			}
@@ -177,6 +183,15 @@ func (u *Union) Lookup(parent *Entry, name string) (*Entry, unix.Stat_t, error) 
 		obj := Object{Layer: cand.Layer, Path: cand.Path}
 		if !isDir {
 			e.Lower = append(e.Lower, obj)
+			if !e.Upper && st.Nlink > 1 && st.Mode&unix.S_IFMT == unix.S_IFREG {
+				// Another name of this file may have been copied up: then
+				// this one shows the copy, through the index.
+				if e.Index = u.indexedKey(indexKey(&st)); e.Index != "" {
+					if ist, err := u.index.Lstat(e.Index); err == nil {
+						top = ist
+					}
+				}
+			}
 			break
 		}
 		opaque, x, err := u.lowerDirFlags(cand.Layer, cand.Path)
@@ -344,22 +359,23 @@ func (u *Union) upperDirXattrs(p string) (dirXattrs, error) {
 	return x, nil
 }
 
-// origin reads the union inode number an upper object was copied up from.
-func (u *Union) origin(p string) (uint64, bool) {
+// origin reads the union inode number an upper object was copied up from,
+// and the raw origin (which is also its index key).
+func (u *Union) origin(p string) (uint64, string, bool) {
 	v, err := u.upper.GetxattrString(p, u.format.Name(layer.Origin))
 	if err != nil || v == "" {
-		return 0, false
+		return 0, "", false
 	}
 	dev, ino, ok := strings.Cut(v, ":")
 	if !ok {
-		return 0, false
+		return 0, "", false
 	}
 	d, err1 := strconv.ParseUint(dev, 16, 64)
 	i, err2 := strconv.ParseUint(ino, 16, 64)
 	if err1 != nil || err2 != nil {
-		return 0, false
+		return 0, "", false
 	}
-	return u.Ino(d, i), true
+	return u.Ino(d, i), v, true
 }
 
 // originValue is what the origin xattr holds for lower object st.
@@ -379,9 +395,13 @@ func (u *Union) originObject(parent *Entry, name string) []Object {
 	return nil
 }
 
-// fixStat turns the attributes of a real object into the union object's.
+// fixStat turns the attributes of a real object into the union object's:
+// the union inode number, and an indexed inode's union link count.
 func (u *Union) fixStat(e *Entry, st unix.Stat_t) unix.Stat_t {
 	st.Ino = e.Ino
+	if e.Index != "" {
+		st.Nlink = u.indexNlink(e.Index, st.Nlink)
+	}
 	return st
 }
 

@@ -29,6 +29,16 @@ func (u *Union) remove(parent *Entry, name string, dir bool) error {
 	if err != nil {
 		return err
 	}
+	if err := u.removeEntry(parent, name, e, dir); err != nil {
+		return err
+	}
+	if e.Index != "" {
+		return u.addNlink(e.Index, -1)
+	}
+	return nil
+}
+
+func (u *Union) removeEntry(parent *Entry, name string, e *Entry, dir bool) error {
 	switch {
 	case dir && !e.IsDir():
 		return unix.ENOTDIR

@@ -118,6 +118,10 @@ func (u *Union) Rename(oldParent *Entry, oldName string, newParent *Entry, newNa
 			err = u.upper.Mknod(src.Path, layer.WhiteoutMode, layer.WhiteoutDev)
 		}
 	}
+	if err == nil && dst != nil && dst.Index != "" {
+		// The replaced name was one of an indexed inode's.
+		err = u.addNlink(dst.Index, -1)
+	}
 	return err
 }
 

@@ -13,6 +13,8 @@
 //     built in workdir/work and renamed into place.
 //   - create.go, remove.go, rename.go: namespace changes with whiteouts.
 //   - attr.go: attributes and extended attributes.
+//   - index.go: lower files with several names stay one inode after
+//     copy-up (an index of upper inodes by lower origin).
 //
 // Paths given to the engine are union paths: relative, slash-separated, ""
 // for the root. A union path is also the object's path in the upper layer;
@@ -68,6 +70,7 @@ type Union struct {
 	format layer.Format
 	upper  *layer.Layer // nil for a read-only union
 	work   *layer.Layer // workdir/work: where copies are built
+	index  *layer.Layer // workdir/unionmount-index: see index.go
 	lowers []*layer.Layer
 	// lock is the workdir itself, flocked for as long as the union is open.
 	lock int
@@ -174,7 +177,7 @@ func (u *Union) open() error {
 		u.lowers = append(u.lowers, ll)
 	}
 	if cfg.Upper == "" {
-		u.index(u.lowers...)
+		u.indexDevs(u.lowers...)
 		return nil
 	}
 	up, err := layer.Open(cfg.Upper)
@@ -209,7 +212,7 @@ func (u *Union) open() error {
 	if err := u.openWork(wd); err != nil {
 		return err
 	}
-	u.index(append([]*layer.Layer{u.upper}, u.lowers...)...)
+	u.indexDevs(append([]*layer.Layer{u.upper}, u.lowers...)...)
 	return nil
 }
 
@@ -230,9 +233,13 @@ func (u *Union) openWork(wd *layer.Layer) error {
 	case err != nil:
 		return fmt.Errorf("workdir %q: %w", u.cfg.Work, err)
 	}
+	madeIndex := false
 	undo := func() {
 		if made {
 			_ = wd.Rmdir("work")
+		}
+		if madeIndex {
+			_ = wd.Rmdir(layer.IndexDir)
 		}
 	}
 	w, err := layer.Open(filepath.Join(u.cfg.Work, "work"))
@@ -241,6 +248,19 @@ func (u *Union) openWork(wd *layer.Layer) error {
 		return fmt.Errorf("workdir %q: %w", u.cfg.Work, unwrapPathErr(err))
 	}
 	u.work = w
+	if _, err := wd.Lstat(layer.IndexDir); errors.Is(err, unix.ENOENT) {
+		if err := wd.Mkdir(layer.IndexDir, 0o700); err != nil {
+			undo()
+			return fmt.Errorf("workdir %q: %w", u.cfg.Work, err)
+		}
+		madeIndex = true
+	}
+	ix, err := layer.Open(filepath.Join(u.cfg.Work, layer.IndexDir))
+	if err != nil {
+		undo()
+		return fmt.Errorf("workdir %q: %w", u.cfg.Work, unwrapPathErr(err))
+	}
+	u.index = ix
 	if err := u.clearWork(); err != nil {
 		return fmt.Errorf("workdir %q: clearing leftovers: %w", u.cfg.Work, err)
 	}
@@ -280,7 +300,7 @@ func (u *Union) clearWork() error {
 
 // Close releases the layers and the workdir lock.
 func (u *Union) Close() error {
-	for _, l := range append([]*layer.Layer{u.upper, u.work}, u.lowers...) {
+	for _, l := range append([]*layer.Layer{u.upper, u.work, u.index}, u.lowers...) {
 		if l != nil {
 			l.Close()
 		}
@@ -306,9 +326,9 @@ func (u *Union) Statfs() (unix.Statfs_t, error) {
 	return u.lowers[0].Statfs()
 }
 
-// index gives each layer's device a small number, upper first, so that inode
+// indexDevs gives each layer's device a small number, upper first, so that inode
 // numbers are the same at every mount of the same layers.
-func (u *Union) index(ls ...*layer.Layer) {
+func (u *Union) indexDevs(ls ...*layer.Layer) {
 	for _, l := range ls {
 		u.fsIndex(l.Dev)
 	}

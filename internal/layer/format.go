@@ -30,6 +30,15 @@ const (
 	// "origin" as a file handle; this name does not collide with it and, in
 	// the overlay namespace, stays hidden under the kernel too.
 	Origin = "unionmount.origin"
+	// Nlink is unionmount's link count of an indexed inode (a lower file
+	// with several names, once one name was copied up), kept on the index
+	// entry: the names the union shows, not the links on disk.
+	Nlink = "unionmount.nlink"
+	// IndexDir, in the workdir, holds one hard link per indexed inode,
+	// named by its lower origin, so every name of a lower file with several
+	// names shares one upper inode after copy-up (kernel "index=on" keeps a
+	// "index" directory of its own, in a format of file handles).
+	IndexDir = "unionmount-index"
 
 	// FuseOverlayfsOpaque is fuse-overlayfs's opaque marker, read only.
 	FuseOverlayfsOpaque = "user.fuseoverlayfs.opaque"

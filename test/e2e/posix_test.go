@@ -161,3 +161,32 @@ func TestUserxattrFormat(t *testing.T) {
 		},
 	})
 }
+
+func TestHardlinkedLowerCopyUp(t *testing.T) {
+	t.Parallel()
+	sameOnBoth(t, diffCase{
+		stackSpec: stackSpec{lowers: [][]Entry{{
+			File("a", "shared"),
+			Hardlink("b", "a"),
+			Dir("d"),
+			Hardlink("d/c", "a"),
+		}}},
+		// The kernel keeps lower hard links whole only with its inode
+		// index, the anchor SPEC §5 names.
+		kernelOpts: []string{"index=on"},
+		ops: []op{
+			expect(opStat("a"), `ok, "file 0644 0:0 size=6 nlink=3"`),
+			opWrite("a", wr|appnd, -1, "+more"),
+			expect(opRead("b"), `ok, "shared+more"`),
+			expect(opRead("d/c"), `ok, "shared+more"`),
+			expect(opStat("b"), `ok, "file 0644 0:0 size=11 nlink=3"`),
+			expect(opSameInode("a", "d/c"), `ok, "same"`),
+			opUnlink("b"),
+			expect(opStat("a"), `ok, "file 0644 0:0 size=11 nlink=2"`),
+		},
+		// With index=on the kernel ties the upper to its index; mounting
+		// each filesystem on the other's layers is not meaningful here.
+		noCross: true,
+	})
+}
+

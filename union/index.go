@@ -1,0 +1,99 @@
+package union
+
+import (
+	"strconv"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/unionmount/unionmount/internal/layer"
+)
+
+// A lower file with several names is one inode. Kernel overlayfs keeps it
+// one after copy-up with its inode index (index=on); so do we: the first
+// copy-up of any of its names puts the copy in workdir/unionmount-index,
+// named by the lower origin, and links it into place; copying up another
+// name only links the index entry; a name not yet copied up reads and stats
+// through the index entry. The union's link count of such an inode (names
+// shown, not links on disk) is kept in an xattr of the index entry.
+
+// indexKey names the index entry of lower object st.
+func indexKey(st *unix.Stat_t) string { return string(originValue(st)) }
+
+// indexedKey returns key if the index has an entry for it, else "".
+func (u *Union) indexedKey(key string) string {
+	if u.index == nil {
+		return ""
+	}
+	if ok, _ := u.index.Exists(key); ok {
+		return key
+	}
+	return ""
+}
+
+// indexNlink is the union link count of index entry key.
+func (u *Union) indexNlink(key string, fallback uint64) uint64 {
+	v, err := u.index.GetxattrString(key, u.format.Name(layer.Nlink))
+	if err != nil || v == "" {
+		return fallback
+	}
+	n, err := strconv.ParseUint(v, 10, 64)
+	if err != nil {
+		return fallback
+	}
+	return n
+}
+
+// addNlink changes the union link count of index entry key by delta.
+func (u *Union) addNlink(key string, delta int64) error {
+	unlock := u.copyLocks.lock("\x00index/" + key)
+	defer unlock()
+	st, err := u.index.Lstat(key)
+	if err != nil {
+		return err
+	}
+	n := int64(u.indexNlink(key, st.Nlink-1)) + delta
+	if n < 0 {
+		n = 0
+	}
+	return u.index.Setxattr(key, u.format.Name(layer.Nlink), []byte(strconv.FormatInt(n, 10)), 0)
+}
+
+// copyUpIndexed copies up one name of lower file src (st), which has
+// several: from the index entry if there is one, else by making it.
+func (u *Union) copyUpIndexed(e *Entry, src Object, st *unix.Stat_t, size int64) error {
+	key := indexKey(st)
+	unlock := u.copyLocks.lock("\x00index/" + key)
+	defer unlock()
+	if u.indexedKey(key) != "" {
+		parent := parentOf(e.Path)
+		pst, perr := u.upper.Lstat(parent)
+		if err := u.index.Link(key, u.upper, e.Path); err != nil {
+			return err
+		}
+		if perr == nil {
+			_ = u.upper.Lutimes(parent, []unix.Timespec{pst.Atim, pst.Mtim})
+		}
+		e.Index = key
+		return nil
+	}
+	tmp, err := u.buildCopy(src, st, size)
+	if err != nil {
+		return err
+	}
+	nl := []byte(strconv.FormatUint(st.Nlink, 10))
+	if err := u.work.Setxattr(tmp, u.format.Name(layer.Nlink), nl, 0); err != nil {
+		_ = removeAll(u.work, tmp)
+		return err
+	}
+	if err := u.work.Link(tmp, u.index, key); err != nil {
+		_ = removeAll(u.work, tmp)
+		return err
+	}
+	// From here the index entry holds the complete copy: a crash before the
+	// rename leaves a name still lower, reading through the index.
+	if err := u.placeCopy(tmp, e.Path, st); err != nil {
+		return err
+	}
+	e.Index = key
+	return nil
+}
