@@ -454,20 +454,27 @@ func (n *Node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 	if !ok {
 		return syscall.EXDEV
 	}
+	moved, replaced := n.GetChild(name), np.GetChild(newName)
 	if err := n.u.Rename(n.entry(), name, np.entry(), newName, flags); err != nil {
 		return errno(err)
 	}
-	// Both names now live in upper; the nodes learn it at their next
-	// lookup, but an open node must not wait for that.
-	for _, c := range []*fs.Inode{n.GetChild(name), np.GetChild(newName)} {
+	// The moved objects now live in upper, under their new names: their
+	// nodes learn it now, not at their next lookup, since they may be open.
+	refresh := func(c *fs.Inode, parent *Node, name string) {
 		if c == nil {
-			continue
+			return
 		}
-		if cn, ok := c.Operations().(*Node); ok {
-			cn.mu.Lock()
-			cn.e.Upper = true
-			cn.mu.Unlock()
+		cn, ok := c.Operations().(*Node)
+		if !ok {
+			return
 		}
+		if e, _, err := n.u.Lookup(parent.entry(), name); err == nil && e.Ino == cn.StableAttr().Ino {
+			cn.save(e)
+		}
+	}
+	refresh(moved, np, newName)
+	if flags&unix.RENAME_EXCHANGE != 0 {
+		refresh(replaced, n, name)
 	}
 	return 0
 }

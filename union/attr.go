@@ -13,7 +13,7 @@ func (u *Union) top(e *Entry) (*layer.Layer, string) {
 	if e.Upper && u.upper != nil {
 		return u.upper, e.Path
 	}
-	if e.Index != "" {
+	if u.indexedKey(e.Index) != "" {
 		return u.index, e.Index
 	}
 	return e.Lower[0].Layer, e.Lower[0].Path

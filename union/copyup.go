@@ -36,7 +36,7 @@ func (u *Union) CopyUp(e *Entry, size int64) error {
 		e.Upper = true
 		return nil
 	}
-	if len(e.Lower) == 0 {
+	if len(e.Lower) == 0 && u.indexedKey(e.Index) == "" {
 		return fmt.Errorf("copy up %s: no lower object: %w", e.Path, unix.EIO)
 	}
 	if err := u.copyUpOne(e, size); err != nil {
@@ -51,9 +51,9 @@ func (u *Union) CopyUp(e *Entry, size int64) error {
 func (u *Union) CopyUpGen() uint64 { return u.copyGen.Load() }
 
 // Refresh notes in e whether its object exists in upper at e.Path: it may
-// have been copied up since e was looked up. For an indexed inode, whose
-// names are copied up one by one, it depends on the name, so it is checked
-// both ways.
+// have been copied up since e was looked up. For a lower file with several
+// names, copied up one name at a time, it depends on the name, so it is
+// checked both ways.
 func (u *Union) Refresh(e *Entry) {
 	if u.upper == nil || (e.Upper && e.Index == "") {
 		return
@@ -89,13 +89,13 @@ func (u *Union) ensureUpperDir(p string) error {
 
 // copyUpOne copies e's lower object; its parent already is in upper.
 func (u *Union) copyUpOne(e *Entry, size int64) error {
+	if e.Index != "" && u.index != nil {
+		return u.copyUpIndexed(e, size)
+	}
 	src := e.Lower[0]
 	st, err := src.Layer.Lstat(src.Path)
 	if err != nil {
 		return err
-	}
-	if st.Mode&unix.S_IFMT == unix.S_IFREG && st.Nlink > 1 && u.index != nil {
-		return u.copyUpIndexed(e, src, &st, size)
 	}
 	tmp, err := u.buildCopy(src, &st, size)
 	if err != nil {

@@ -1,6 +1,8 @@
 package union
 
 import (
+	"errors"
+	"fmt"
 	"strconv"
 
 	"golang.org/x/sys/unix"
@@ -16,12 +18,22 @@ import (
 // through the index entry. The union's link count of such an inode (names
 // shown, not links on disk) is kept in an xattr of the index entry.
 
+// indexBeforeRemove copies up a name of a lower file with several names that
+// is about to disappear (unlink, rename over it), as kernel overlayfs does,
+// so that the index holds the inode and counts the names left.
+func (u *Union) indexBeforeRemove(e *Entry) error {
+	if e.Index == "" || e.Upper || u.indexedKey(e.Index) != "" {
+		return nil
+	}
+	return u.CopyUp(e, All)
+}
+
 // indexKey names the index entry of lower object st.
 func indexKey(st *unix.Stat_t) string { return string(originValue(st)) }
 
 // indexedKey returns key if the index has an entry for it, else "".
 func (u *Union) indexedKey(key string) string {
-	if u.index == nil {
+	if u.index == nil || key == "" {
 		return ""
 	}
 	if ok, _ := u.index.Exists(key); ok {
@@ -43,11 +55,15 @@ func (u *Union) indexNlink(key string, fallback uint64) uint64 {
 	return n
 }
 
-// addNlink changes the union link count of index entry key by delta.
+// addNlink changes the union link count of index entry key by delta; an
+// inode with no index entry (an upper file's own links) counts itself.
 func (u *Union) addNlink(key string, delta int64) error {
 	unlock := u.copyLocks.lock("\x00index/" + key)
 	defer unlock()
 	st, err := u.index.Lstat(key)
+	if errors.Is(err, unix.ENOENT) {
+		return nil
+	}
 	if err != nil {
 		return err
 	}
@@ -58,10 +74,11 @@ func (u *Union) addNlink(key string, delta int64) error {
 	return u.index.Setxattr(key, u.format.Name(layer.Nlink), []byte(strconv.FormatInt(n, 10)), 0)
 }
 
-// copyUpIndexed copies up one name of lower file src (st), which has
-// several: from the index entry if there is one, else by making it.
-func (u *Union) copyUpIndexed(e *Entry, src Object, st *unix.Stat_t, size int64) error {
-	key := indexKey(st)
+// copyUpIndexed copies up one name of a lower file with several names:
+// by linking its index entry if there is one, else by making the entry from
+// the lower file.
+func (u *Union) copyUpIndexed(e *Entry, size int64) error {
+	key := e.Index
 	unlock := u.copyLocks.lock("\x00index/" + key)
 	defer unlock()
 	if u.indexedKey(key) != "" {
@@ -76,6 +93,15 @@ func (u *Union) copyUpIndexed(e *Entry, src Object, st *unix.Stat_t, size int64)
 		e.Index = key
 		return nil
 	}
+	if len(e.Lower) == 0 {
+		return fmt.Errorf("no lower object: %w", unix.EIO)
+	}
+	src := e.Lower[0]
+	lst, err := src.Layer.Lstat(src.Path)
+	if err != nil {
+		return err
+	}
+	st := &lst
 	tmp, err := u.buildCopy(src, st, size)
 	if err != nil {
 		return err

@@ -38,8 +38,9 @@ type Entry struct {
 	// Ino is the union inode number: the lower origin's for objects that
 	// came from a lower, else the upper object's.
 	Ino uint64
-	// Index names the index entry of a lower file with several names once
-	// one of them was copied up (see index.go); "" otherwise.
+	// Index is the index key of a regular lower file with several names
+	// (see index.go), whether or not one of them was copied up yet; ""
+	// otherwise. Such a file's names share one union inode.
 	Index string
 }
 
@@ -120,9 +121,8 @@ func (u *Union) Lookup(parent *Entry, name string) (*Entry, unix.Stat_t, error) 
 			if !e.IsDir() {
 				if ino, key, ok := u.origin(p); ok {
 					e.Ino = ino
-					e.Lower = u.originObject(parent, name)
 					if st.Nlink > 1 {
-						e.Index = u.indexedKey(key)
+						e.Index = key
 					}
 				}
 				return e, u.fixStat(e, top), nil
@@ -147,7 +147,7 @@ func (u *Union) Lookup(parent *Entry, name string) (*Entry, unix.Stat_t, error) 
 	for i := 0; i < len(cands); i++ {
 		cand := cands[i]
 		st, err := cand.Layer.Lstat(cand.Path)
-		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {
+		if notFound(err) {
 			if u.cfg.WhiteoutFiles && cand.parent != nil {
 				wh, err := cand.Layer.Exists(layer.Join(cand.parentPath, layer.WhiteoutPrefix+cand.name))
 				if err != nil {
@@ -183,13 +183,12 @@ func (u *Union) Lookup(parent *Entry, name string) (*Entry, unix.Stat_t, error) 
 		obj := Object{Layer: cand.Layer, Path: cand.Path}
 		if !isDir {
 			e.Lower = append(e.Lower, obj)
-			if !e.Upper && st.Nlink > 1 && st.Mode&unix.S_IFMT == unix.S_IFREG {
+			if !e.Upper && st.Nlink > 1 && st.Mode&unix.S_IFMT == unix.S_IFREG && u.index != nil {
 				// Another name of this file may have been copied up: then
 				// this one shows the copy, through the index.
-				if e.Index = u.indexedKey(indexKey(&st)); e.Index != "" {
-					if ist, err := u.index.Lstat(e.Index); err == nil {
-						top = ist
-					}
+				e.Index = indexKey(&st)
+				if ist, err := u.index.Lstat(e.Index); err == nil {
+					top = ist
 				}
 			}
 			break
@@ -212,6 +211,14 @@ func (u *Union) Lookup(parent *Entry, name string) (*Entry, unix.Stat_t, error) 
 		return nil, top, unix.ENOENT
 	}
 	return e, u.fixStat(e, top), nil
+}
+
+// notFound reports whether err from a lower lookup means "nothing here":
+// no such name, or a non-directory (ENOTDIR) or symlink (ELOOP: layers are
+// walked without following symlinks) where a directory would be needed,
+// which kernel overlayfs treats alike.
+func notFound(err error) bool {
+	return errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) || errors.Is(err, unix.ELOOP)
 }
 
 // candidate is a place a name may be found in one lower layer.
@@ -280,7 +287,7 @@ func (u *Union) candidates(parent *Entry, name, redirect string, below *layer.La
 func (u *Union) whiteoutBelow(parent *Entry, name string) (bool, error) {
 	for _, cand := range u.candidates(parent, name, "", nil) {
 		st, err := cand.Layer.Lstat(cand.Path)
-		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {
+		if notFound(err) {
 			if u.cfg.WhiteoutFiles {
 				wh, err := cand.Layer.Exists(layer.Join(cand.parentPath, layer.WhiteoutPrefix+cand.name))
 				if err != nil || wh {
@@ -381,18 +388,6 @@ func (u *Union) origin(p string) (uint64, string, bool) {
 // originValue is what the origin xattr holds for lower object st.
 func originValue(st *unix.Stat_t) []byte {
 	return []byte(strconv.FormatUint(st.Dev, 16) + ":" + strconv.FormatUint(st.Ino, 16))
-}
-
-// originObject finds the lower object at name under parent, for an upper
-// non-directory that was copied up in place.
-func (u *Union) originObject(parent *Entry, name string) []Object {
-	for _, pl := range parent.Lower {
-		p := layer.Join(pl.Path, name)
-		if ok, _ := pl.Layer.Exists(p); ok {
-			return []Object{{Layer: pl.Layer, Path: p}}
-		}
-	}
-	return nil
 }
 
 // fixStat turns the attributes of a real object into the union object's:

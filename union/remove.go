@@ -29,6 +29,9 @@ func (u *Union) remove(parent *Entry, name string, dir bool) error {
 	if err != nil {
 		return err
 	}
+	if err := u.indexBeforeRemove(e); err != nil {
+		return err
+	}
 	if err := u.removeEntry(parent, name, e, dir); err != nil {
 		return err
 	}

@@ -79,6 +79,11 @@ func (u *Union) Rename(oldParent *Entry, oldName string, newParent *Entry, newNa
 	if err := u.CopyUp(src, All); err != nil {
 		return err
 	}
+	if dst != nil {
+		if err := u.indexBeforeRemove(dst); err != nil {
+			return err
+		}
+	}
 	if src.IsDir() {
 		if err := u.markMovedDir(src, oldParent, newParent, newBelow); err != nil {
 			return err

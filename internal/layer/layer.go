@@ -166,14 +166,15 @@ func (l *Layer) Lstat(rel string) (unix.Stat_t, error) {
 	return st, err
 }
 
-// Exists reports whether rel exists, treating any error but ENOENT and
-// ENOTDIR as an error.
+// Exists reports whether rel exists. A missing name, or a path through a
+// non-directory or a symlink (never followed), is "no"; other errors are
+// errors.
 func (l *Layer) Exists(rel string) (bool, error) {
 	_, err := l.Lstat(rel)
 	if err == nil {
 		return true, nil
 	}
-	if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {
+	if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) || errors.Is(err, unix.ELOOP) {
 		return false, nil
 	}
 	return false, err

@@ -189,4 +189,3 @@ func TestHardlinkedLowerCopyUp(t *testing.T) {
 		noCross: true,
 	})
 }
-
