@@ -135,7 +135,7 @@ func (n *Node) entry() *union.Entry {
 	n.mu.Lock()
 	e := n.e
 	// The names of an indexed inode share this node but not their state.
-	stale := (!e.Upper && n.gen != n.u.CopyUpGen()) || e.Index != ""
+	stale := (!dataUpper(&e) && n.gen != n.u.CopyUpGen()) || e.Index != ""
 	n.mu.Unlock()
 	e.Path = n.Path(nil)
 	if stale {
@@ -143,7 +143,7 @@ func (n *Node) entry() *union.Entry {
 		n.u.Refresh(&e)
 		n.save(&e)
 		n.mu.Lock()
-		if !n.e.Upper {
+		if !dataUpper(&n.e) {
 			n.gen = gen
 		}
 		n.mu.Unlock()
@@ -151,11 +151,16 @@ func (n *Node) entry() *union.Entry {
 	return &e
 }
 
-// save keeps what an engine call learnt about the node. When the node has
-// just been copied up, its open read-only lower files switch to the copy.
+// dataUpper reports whether e's data is in upper (copied up, and not a
+// metadata-only copy).
+func dataUpper(e *union.Entry) bool { return e.Upper && !e.MetaCopy }
+
+// save keeps what an engine call learnt about the node. When the node's
+// data has just been copied up, its open read-only lower files switch to
+// the copy.
 func (n *Node) save(e *union.Entry) {
 	n.mu.Lock()
-	copiedUp := e.Upper && !n.e.Upper
+	copiedUp := dataUpper(e) && !dataUpper(&n.e)
 	n.e = *e
 	n.e.Path = ""
 	var files []*fileHandle
@@ -176,19 +181,19 @@ func (n *Node) save(e *union.Entry) {
 	}
 }
 
-// newFile wraps fd, opened on the node's visible object: with passthrough
-// for a file in upper unless plain handles are open on the node, else plain
-// (and, on a lower file, registered to be switched at copy-up).
+// newFile wraps fd, opened on the node's data: with passthrough for data in
+// upper unless plain handles are open on the node, else plain (and, on
+// lower data, registered to be switched when the data is copied up).
 func (n *Node) newFile(fd int, e *union.Entry) fs.FileHandle {
 	f := &fileHandle{fd: fd}
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if e.Upper && n.plainOpen == 0 {
+	if dataUpper(e) && n.plainOpen == 0 {
 		n.passOpen++
 		return &passthroughFile{f}
 	}
 	n.plainOpen++
-	if !e.Upper {
+	if !dataUpper(e) {
 		f.lower = true
 		if n.lowerFiles == nil {
 			n.lowerFiles = map[*fileHandle]bool{}

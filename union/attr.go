@@ -2,6 +2,7 @@ package union
 
 import (
 	"errors"
+	"fmt"
 
 	"golang.org/x/sys/unix"
 
@@ -19,6 +20,19 @@ func (u *Union) top(e *Entry) (*layer.Layer, string) {
 	return e.Lower[0].Layer, e.Lower[0].Path
 }
 
+// dataTop returns the layer and path of e's data: the lower file of a
+// metadata-only copy, else the visible object.
+func (u *Union) dataTop(e *Entry) (*layer.Layer, string, error) {
+	if e.Upper && e.MetaCopy {
+		if len(e.Lower) == 0 {
+			return nil, "", fmt.Errorf("%s: the lower file holding its data is missing: %w", e.Path, unix.EIO)
+		}
+		return e.Lower[0].Layer, e.Lower[0].Path, nil
+	}
+	l, p := u.top(e)
+	return l, p, nil
+}
+
 // Stat returns the attributes of e: its visible object's, with the union
 // inode number, and for a merged directory the link count of the merged
 // view (2 + its subdirectories).
@@ -29,6 +43,12 @@ func (u *Union) Stat(e *Entry) (unix.Stat_t, error) {
 		return st, err
 	}
 	st = u.fixStat(e, st)
+	if e.MetaCopy && len(e.Lower) > 0 {
+		// The blocks are the data's, as kernel overlayfs reports them.
+		if dst, err := e.Lower[0].Layer.Lstat(e.Lower[0].Path); err == nil {
+			st.Blocks = dst.Blocks
+		}
+	}
 	if e.Merged() {
 		n, err := u.SubdirCount(e)
 		if err != nil {
@@ -66,7 +86,10 @@ func (u *Union) Open(e *Entry, flags int) (int, error) {
 		}
 		return u.upper.Open(e.Path, flags, 0)
 	}
-	l, p := u.top(e)
+	l, p, err := u.dataTop(e)
+	if err != nil {
+		return -1, err
+	}
 	if l != u.upper {
 		flags |= unix.O_NOATIME
 	}
@@ -87,12 +110,13 @@ func (u *Union) SetAttr(e *Entry, a SetAttr) error {
 	if u.upper == nil {
 		return errReadOnly
 	}
-	size := All
-	if a.Size != nil {
-		size = *a.Size
-	}
 	u.renameMu.RLock()
-	err := u.CopyUp(e, size)
+	var err error
+	if a.Size != nil {
+		err = u.CopyUp(e, *a.Size) // only the bytes that remain
+	} else {
+		err = u.CopyUpMeta(e)
+	}
 	u.renameMu.RUnlock()
 	if err != nil {
 		return err
@@ -175,7 +199,7 @@ func (u *Union) Setxattr(e *Entry, name string, value []byte, flags int) error {
 		return errReadOnly
 	}
 	u.renameMu.RLock()
-	err := u.CopyUp(e, All)
+	err := u.CopyUpMeta(e)
 	u.renameMu.RUnlock()
 	if err != nil {
 		return err
@@ -201,7 +225,7 @@ func (u *Union) Removexattr(e *Entry, name string) error {
 		}
 	}
 	u.renameMu.RLock()
-	err := u.CopyUp(e, All)
+	err := u.CopyUpMeta(e)
 	u.renameMu.RUnlock()
 	if err != nil {
 		return err

@@ -24,18 +24,23 @@ func (u *Union) CopyUp(e *Entry, size int64) error {
 		return errReadOnly
 	}
 	if e.Upper {
+		if e.MetaCopy {
+			return u.completeMetaCopy(e, size)
+		}
 		return nil
 	}
 	if err := u.ensureUpperDir(parentOf(e.Path)); err != nil {
 		return err
 	}
 	unlock := u.copyLocks.lock(e.Path)
-	defer unlock()
-	// Someone may have copied it while we waited.
-	if st, err := u.upper.Lstat(e.Path); err == nil && !layer.IsWhiteout(&st) {
-		e.Upper = true
+	if u.copiedMeanwhile(e) {
+		unlock()
+		if e.MetaCopy {
+			return u.completeMetaCopy(e, size)
+		}
 		return nil
 	}
+	defer unlock()
 	if len(e.Lower) == 0 && u.indexedKey(e.Index) == "" {
 		return fmt.Errorf("copy up %s: no lower object: %w", e.Path, unix.EIO)
 	}
@@ -47,6 +52,19 @@ func (u *Union) CopyUp(e *Entry, size int64) error {
 	return nil
 }
 
+// copiedMeanwhile reports (and notes in e) that e exists in upper already:
+// another copy-up may have finished while we waited for its lock.
+// Preconditions: the copy-up lock of e.Path is held.
+func (u *Union) copiedMeanwhile(e *Entry) bool {
+	st, err := u.upper.Lstat(e.Path)
+	if err != nil || layer.IsWhiteout(&st) {
+		return false
+	}
+	e.Upper = true
+	e.MetaCopy = st.Mode&unix.S_IFMT == unix.S_IFREG && u.hasMetacopy(e.Path)
+	return true
+}
+
 // CopyUpGen is a counter that changes whenever something is copied up.
 func (u *Union) CopyUpGen() uint64 { return u.copyGen.Load() }
 
@@ -55,11 +73,12 @@ func (u *Union) CopyUpGen() uint64 { return u.copyGen.Load() }
 // names, copied up one name at a time, it depends on the name, so it is
 // checked both ways.
 func (u *Union) Refresh(e *Entry) {
-	if u.upper == nil || (e.Upper && e.Index == "") {
+	if u.upper == nil || (e.Upper && e.Index == "" && !e.MetaCopy) {
 		return
 	}
 	st, err := u.upper.Lstat(e.Path)
 	e.Upper = err == nil && !layer.IsWhiteout(&st) && st.Mode&unix.S_IFMT == e.Mode
+	e.MetaCopy = e.Upper && e.Mode == unix.S_IFREG && len(e.Lower) > 0 && u.hasMetacopy(e.Path)
 }
 
 func parentOf(p string) string {
@@ -105,8 +124,9 @@ func (u *Union) copyUpOne(e *Entry, size int64) error {
 }
 
 // buildCopy makes a copy of lower object src (st) in workdir/work and
-// returns its name there: data (the first size bytes when size >= 0),
-// owner, mode, xattrs, origin and times.
+// returns its name there: data (the first size bytes when size >= 0; none,
+// with the metacopy mark, when size is metaOnly), owner, mode, xattrs,
+// origin and times.
 //
 // Order matters: owner before mode (chown clears set-id bits), xattrs after
 // owner (chown drops security.capability), times last.
@@ -121,7 +141,12 @@ func (u *Union) buildCopy(src Object, st *unix.Stat_t, size int64) (tmp string, 
 	perm := st.Mode &^ unix.S_IFMT
 	switch mode {
 	case unix.S_IFREG:
-		if err := u.copyFile(src, st, tmp, size); err != nil {
+		if size == metaOnly {
+			err = u.makeMetaCopy(st, tmp)
+		} else {
+			err = u.copyFile(src, st, tmp, size)
+		}
+		if err != nil {
 			return "", err
 		}
 	case unix.S_IFDIR:
@@ -206,6 +231,21 @@ func (u *Union) copyMeta(src Object, st *unix.Stat_t, tmp string) error {
 		}
 	}
 	return nil
+}
+
+// makeMetaCopy makes tmp a file of st's size with no data, marked as a
+// metadata-only copy.
+func (u *Union) makeMetaCopy(st *unix.Stat_t, tmp string) error {
+	out, err := u.work.Open(tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	err = unix.Ftruncate(out, st.Size)
+	unix.Close(out)
+	if err != nil {
+		return err
+	}
+	return u.work.Setxattr(tmp, u.format.Name(layer.Metacopy), nil, 0)
 }
 
 // ignorableXattrErr: the upper filesystem or namespace can't hold this

@@ -142,7 +142,7 @@ func (u *Union) create(parent *Entry, name string, owner *Owner, mode uint32, bu
 		if err := build(u.upper, p); err != nil {
 			return nil, st, err
 		}
-	} else if err := u.buildInWork(p, isDir, whiteout, opaque, uid, gid, build); err != nil {
+	} else if err := u.buildInWork(p, mode, owner, whiteout, opaque, uid, gid, build); err != nil {
 		return nil, st, err
 	}
 	st, err := u.upper.Lstat(p)
@@ -153,7 +153,8 @@ func (u *Union) create(parent *Entry, name string, owner *Owner, mode uint32, bu
 	return e, u.fixStat(e, st), nil
 }
 
-func (u *Union) buildInWork(p string, isDir, whiteout, opaque bool, uid, gid int, build func(l *layer.Layer, rel string) error) (err error) {
+func (u *Union) buildInWork(p string, mode uint32, owner *Owner, whiteout, opaque bool, uid, gid int, build func(l *layer.Layer, rel string) error) (err error) {
+	isDir := mode&unix.S_IFMT == unix.S_IFDIR
 	tmp := u.tempName()
 	if err := build(u.work, tmp); err != nil {
 		return err
@@ -166,6 +167,18 @@ func (u *Union) buildInWork(p string, isDir, whiteout, opaque bool, uid, gid int
 	if uid >= 0 || gid >= 0 {
 		if err := u.work.Lchown(tmp, uid, gid); err != nil {
 			return err
+		}
+		// chown cleared the set-id bits the caller asked for: put back
+		// what ext4 would have kept. A caller outside the file's group
+		// (its primary group: FUSE says no more) and not root loses
+		// S_ISGID.
+		if perm := mode & 0o7777; !isDir && mode&unix.S_IFMT != unix.S_IFLNK && perm&(unix.S_ISUID|unix.S_ISGID) != 0 {
+			if owner != nil && owner.Uid != 0 && int(owner.Gid) != gid {
+				perm &^= unix.S_ISGID
+			}
+			if err := u.work.Chmod(tmp, perm); err != nil {
+				return err
+			}
 		}
 	}
 	if isDir {

@@ -38,6 +38,9 @@ type Entry struct {
 	// Ino is the union inode number: the lower origin's for objects that
 	// came from a lower, else the upper object's.
 	Ino uint64
+	// MetaCopy says the upper object is a metadata-only copy of a regular
+	// lower file: its data is still Lower[0]'s (see metacopy.go).
+	MetaCopy bool
 	// Index is the index key of a regular lower file with several names
 	// (see index.go), whether or not one of them was copied up yet; ""
 	// otherwise. Such a file's names share one union inode.
@@ -119,11 +122,19 @@ func (u *Union) Lookup(parent *Entry, name string) (*Entry, unix.Stat_t, error) 
 			e.Mode = st.Mode & unix.S_IFMT
 			e.Ino = u.Ino(st.Dev, st.Ino)
 			if !e.IsDir() {
-				if ino, key, ok := u.origin(p); ok {
+				x, err := u.upperFileXattrs(p)
+				if err != nil {
+					return nil, top, err
+				}
+				if ino, ok := u.originIno(x.origin); ok {
 					e.Ino = ino
 					if st.Nlink > 1 {
-						e.Index = key
+						e.Index = x.origin
 					}
+				}
+				if x.metacopy && e.Mode == unix.S_IFREG {
+					e.MetaCopy = true
+					e.Lower = u.metacopyData(parent, name, x.redirect)
 				}
 				return e, u.fixStat(e, top), nil
 			}
@@ -147,6 +158,9 @@ func (u *Union) Lookup(parent *Entry, name string) (*Entry, unix.Stat_t, error) 
 	for i := 0; i < len(cands); i++ {
 		cand := cands[i]
 		st, err := cand.Layer.Lstat(cand.Path)
+		if blocked(err) {
+			break
+		}
 		if notFound(err) {
 			if u.cfg.WhiteoutFiles && cand.parent != nil {
 				wh, err := cand.Layer.Exists(layer.Join(cand.parentPath, layer.WhiteoutPrefix+cand.name))
@@ -213,12 +227,20 @@ func (u *Union) Lookup(parent *Entry, name string) (*Entry, unix.Stat_t, error) 
 	return e, u.fixStat(e, top), nil
 }
 
-// notFound reports whether err from a lower lookup means "nothing here":
-// no such name, or a non-directory (ENOTDIR) or symlink (ELOOP: layers are
-// walked without following symlinks) where a directory would be needed,
-// which kernel overlayfs treats alike.
+// notFound reports whether err from a lower lookup means "nothing here".
 func notFound(err error) bool {
-	return errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) || errors.Is(err, unix.ELOOP)
+	return errors.Is(err, unix.ENOENT) || blocked(err)
+}
+
+// blocked reports whether err from a lower lookup means that a component
+// of the path is not a directory in that layer: a non-directory (ENOTDIR)
+// or a symlink (ELOOP: layers are walked without following symlinks). That
+// hides the layers below too, as in kernel overlayfs, which stops the walk
+// of a redirected path at the first layer where it meets a non-directory.
+// (Without a redirect the parent is known to be a directory there, so it
+// cannot happen.)
+func blocked(err error) bool {
+	return errors.Is(err, unix.ENOTDIR) || errors.Is(err, unix.ELOOP)
 }
 
 // candidate is a place a name may be found in one lower layer.
@@ -287,6 +309,9 @@ func (u *Union) candidates(parent *Entry, name, redirect string, below *layer.La
 func (u *Union) whiteoutBelow(parent *Entry, name string) (bool, error) {
 	for _, cand := range u.candidates(parent, name, "", nil) {
 		st, err := cand.Layer.Lstat(cand.Path)
+		if blocked(err) {
+			return false, nil
+		}
 		if notFound(err) {
 			if u.cfg.WhiteoutFiles {
 				wh, err := cand.Layer.Exists(layer.Join(cand.parentPath, layer.WhiteoutPrefix+cand.name))
@@ -366,28 +391,76 @@ func (u *Union) upperDirXattrs(p string) (dirXattrs, error) {
 	return x, nil
 }
 
-// origin reads the union inode number an upper object was copied up from,
-// and the raw origin (which is also its index key).
-func (u *Union) origin(p string) (uint64, string, bool) {
-	v, err := u.upper.GetxattrString(p, u.format.Name(layer.Origin))
-	if err != nil || v == "" {
-		return 0, "", false
+// fileXattrs are the overlay xattrs of an upper non-directory.
+type fileXattrs struct {
+	origin   string // "dev:ino" of the lower object it was copied up from
+	metacopy bool   // its data is still in a lower file
+	redirect string // where that lower file is, if not at the same path
+}
+
+// upperFileXattrs reads the overlay xattrs of upper non-directory p: one
+// listxattr, and a read of each that is there.
+func (u *Union) upperFileXattrs(p string) (fileXattrs, error) {
+	var x fileXattrs
+	names, err := u.upper.Listxattr(p)
+	if err != nil {
+		return x, fmt.Errorf("upper %s: %w", p, err)
 	}
+	for _, n := range names {
+		if !u.format.IsPrivate(n) {
+			continue
+		}
+		switch n {
+		case u.format.Name(layer.Origin):
+			x.origin, err = u.upper.GetxattrString(p, n)
+		case u.format.Name(layer.Metacopy):
+			x.metacopy = true
+		case u.format.Name(layer.Redirect):
+			x.redirect, err = u.upper.GetxattrString(p, n)
+		}
+		if err != nil {
+			return x, fmt.Errorf("upper %s: %w", p, err)
+		}
+	}
+	return x, nil
+}
+
+// originIno is the union inode number of origin value v ("dev:ino").
+func (u *Union) originIno(v string) (uint64, bool) {
 	dev, ino, ok := strings.Cut(v, ":")
 	if !ok {
-		return 0, "", false
+		return 0, false
 	}
 	d, err1 := strconv.ParseUint(dev, 16, 64)
 	i, err2 := strconv.ParseUint(ino, 16, 64)
 	if err1 != nil || err2 != nil {
-		return 0, "", false
+		return 0, false
 	}
-	return u.Ino(d, i), v, true
+	return u.Ino(d, i), true
 }
 
 // originValue is what the origin xattr holds for lower object st.
 func originValue(st *unix.Stat_t) []byte {
 	return []byte(strconv.FormatUint(st.Dev, 16) + ":" + strconv.FormatUint(st.Ino, 16))
+}
+
+// metacopyData finds the lower file holding the data of metadata-only copy
+// name in parent: at the same path below, or where its redirect says.
+func (u *Union) metacopyData(parent *Entry, name, redirect string) []Object {
+	for _, cand := range u.candidates(parent, name, redirect, nil) {
+		st, err := cand.Layer.Lstat(cand.Path)
+		if blocked(err) {
+			break
+		}
+		if notFound(err) {
+			continue
+		}
+		if err == nil && st.Mode&unix.S_IFMT == unix.S_IFREG {
+			return []Object{cand.Object}
+		}
+		break
+	}
+	return nil
 }
 
 // fixStat turns the attributes of a real object into the union object's:

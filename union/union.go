@@ -11,6 +11,7 @@
 //   - readdir.go: merged directory listings.
 //   - copyup.go: copy-up of files, directories, symlinks and special files,
 //     built in workdir/work and renamed into place.
+//   - metacopy.go: metadata-only copy-up, and completing it with the data.
 //   - create.go, remove.go, rename.go: namespace changes with whiteouts.
 //   - attr.go: attributes and extended attributes.
 //   - index.go: lower files with several names stay one inode after
@@ -58,6 +59,11 @@ type Config struct {
 	// WhiteoutFiles reads ".wh.NAME" and ".wh..wh..opq" in lower layers as
 	// whiteouts and opaque markers (as aufs and fuse-overlayfs do).
 	WhiteoutFiles bool
+	// MetaCopy makes metadata-only changes (chmod, chown, utimes, xattrs)
+	// of a lower file copy up its metadata only, leaving the data below, in
+	// kernel overlayfs's metacopy format (which kernel overlayfs reads with
+	// -o metacopy=on, and fuse-overlayfs does not read).
+	MetaCopy bool
 	// NoFsync skips syncing copied-up data before it is renamed into place
 	// (kernel overlayfs "volatile"): faster, but a crash may leave an empty
 	// or partial file where a copy-up happened.

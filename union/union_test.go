@@ -437,3 +437,49 @@ func TestStartupRefusals(t *testing.T) {
 		t.Errorf("a refused configuration wrote into workdir: %v", ents)
 	}
 }
+
+func TestMetaCopyLeavesDataBelowUntilWritten(t *testing.T) {
+	f := newFixture(t, 1)
+	data := strings.Repeat("d", 1<<20)
+	write(t, f.lowers[0]+"/f", data)
+	u, err := New(Config{Lowers: f.lowers, Upper: f.upper, Work: f.work, MetaCopy: true})
+	must(t, err)
+	defer u.Close()
+	mode := uint32(0o600)
+	must(t, u.SetAttr(resolve(t, u, "f"), SetAttr{Mode: &mode}))
+
+	var st unix.Stat_t
+	must(t, unix.Lstat(f.upper+"/f", &st))
+	if st.Mode&0o777 != 0o600 || st.Size != int64(len(data)) || st.Blocks > 8 {
+		t.Errorf("metadata-only copy: mode %o size %d blocks %d", st.Mode&0o777, st.Size, st.Blocks)
+	}
+	if _, err := unix.Getxattr(f.upper+"/f", "trusted.overlay.metacopy", nil); err != nil {
+		t.Errorf("no metacopy mark: %v", err)
+	}
+	e := resolve(t, u, "f")
+	if !e.MetaCopy {
+		t.Error("lookup does not see the metadata-only copy")
+	}
+	if got := readAll(t, u, "f"); got != data {
+		t.Errorf("read %d bytes through a metadata-only copy, want the lower's %d", len(got), len(data))
+	}
+	ust, err := u.Stat(e)
+	must(t, err)
+	if ust.Blocks < 2000 {
+		t.Errorf("st_blocks %d: should be the data's", ust.Blocks)
+	}
+
+	fd, err := u.Open(e, unix.O_WRONLY|unix.O_APPEND)
+	must(t, err)
+	_, err = unix.Write(fd, []byte("+"))
+	unix.Close(fd)
+	must(t, err)
+	got, err := os.ReadFile(f.upper + "/f")
+	must(t, err)
+	if string(got) != data+"+" {
+		t.Errorf("after writing, upper has %d bytes, want the lower's data and the write", len(got))
+	}
+	if _, err := unix.Getxattr(f.upper+"/f", "trusted.overlay.metacopy", nil); err == nil {
+		t.Error("metacopy mark left after the data was copied up")
+	}
+}

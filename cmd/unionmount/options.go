@@ -23,7 +23,7 @@ type mountConfig struct {
 
 func defaultConfig() mountConfig {
 	return mountConfig{
-		union:   union.Config{RedirectDir: true, WhiteoutFiles: true},
+		union:   union.Config{RedirectDir: true, WhiteoutFiles: true, MetaCopy: true},
 		timeout: 30 * time.Second,
 	}
 }
@@ -42,7 +42,7 @@ var ignoredOptions = map[string]bool{
 	"allow_other": true, "allow_root": true, "default_permissions": true,
 	"auto_unmount": true, "silent": true, "loud": true,
 	// kernel overlayfs features we have or don't need
-	"index": true, "metacopy": true, "xino": true, "nfs_export": true, "uuid": true,
+	"index": true, "xino": true, "nfs_export": true, "uuid": true,
 	// fuse-overlayfs
 	"noacl": true, "threaded": true, "static_nlink": true,
 }
@@ -78,6 +78,12 @@ func parseOptions(s string, c *mountConfig) error {
 			}
 		case key == "userxattr" && !hasVal:
 			c.union.UserXattr = true
+		case key == "metacopy":
+			on, err := onOff(key, val)
+			if err != nil {
+				return err
+			}
+			c.union.MetaCopy = on
 		case key == "whiteout_files":
 			on, err := onOff(key, val)
 			if err != nil {
@@ -160,6 +166,7 @@ MOUNTPOINT. Without upperdir the union is read-only.
        redirect_dir=on|off   rename of lower directories (default on; off: EXDEV)
        userxattr        keep metadata in user.overlay.* (default when not root)
        whiteout_files=on|off read .wh.NAME whiteouts in lowers (default on)
+       metacopy=on|off  chmod/chown/utimes/xattrs of lower files copy no data (default on)
        volatile, fsync=0     do not fsync copied-up data
        timeout=SECONDS  kernel cache time for entries and attributes (default 30)
        ro, and mount(8)'s generic options (accepted)

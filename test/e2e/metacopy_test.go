@@ -1,0 +1,91 @@
+package e2e
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// TestMetaCopyInterop: chmod of a lower file copies no data; the upper is
+// kernel overlayfs's metacopy format, so the kernel (metacopy=on) reads the
+// data from below, and so does unionmount from an upper the kernel wrote.
+func TestMetaCopyInterop(t *testing.T) {
+	requireMountable(t)
+	t.Parallel()
+	data := bytes.Repeat([]byte("0123456789abcdef"), 1<<16) // 1 MiB
+	mk := func() (string, string, string) {
+		d := t.TempDir()
+		l, u, w := filepath.Join(d, "l"), filepath.Join(d, "u"), filepath.Join(d, "w")
+		for _, p := range []string{l, u, w} {
+			if err := os.Mkdir(p, 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := os.WriteFile(filepath.Join(l, "f"), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return l, u, w
+	}
+	check := func(who, mnt string, mode os.FileMode) {
+		t.Helper()
+		fi, err := os.Stat(filepath.Join(mnt, "f"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := os.ReadFile(filepath.Join(mnt, "f"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode().Perm() != mode || !bytes.Equal(got, data) {
+			t.Errorf("%s: mode %v, %d bytes (equal to the lower's: %v)", who, fi.Mode(), len(got), bytes.Equal(got, data))
+		}
+	}
+
+	// unionmount writes it, the kernel reads it.
+	l, u, w := mk()
+	mnt := mountUnion(t, []string{l}, u, w)
+	if err := os.Chmod(filepath.Join(mnt, "f"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	check("unionmount after chmod", mnt, 0o600)
+	unmount(t, mnt)
+	var st unix.Stat_t
+	if err := unix.Lstat(filepath.Join(u, "f"), &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Blocks > 8 {
+		t.Errorf("chmod copied data up: upper file has %d blocks", st.Blocks)
+	}
+	if _, err := unix.Getxattr(filepath.Join(u, "f"), "trusted.overlay.metacopy", nil); err != nil {
+		t.Errorf("upper file has no metacopy mark: %v", err)
+	}
+	check("kernel overlayfs (metacopy=on) on unionmount's upper", mountKernel(t, []string{l}, u, w, "metacopy=on"), 0o600)
+
+	// The kernel writes it, unionmount reads it, and completes it on write.
+	l, u, w = mk()
+	kmnt := mountKernel(t, []string{l}, u, w, "metacopy=on")
+	if err := os.Chmod(filepath.Join(kmnt, "f"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	unmount(t, kmnt)
+	mnt = mountUnion(t, []string{l}, u, w)
+	check("unionmount on kernel overlayfs's metacopy upper", mnt, 0o640)
+	fh, err := os.OpenFile(filepath.Join(mnt, "f"), os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fh.Write([]byte("!")); err != nil {
+		t.Fatal(err)
+	}
+	fh.Close()
+	got, err := os.ReadFile(filepath.Join(u, "f"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, append(append([]byte{}, data...), '!')) {
+		t.Errorf("after a write the upper holds %d bytes, want the data and the write", len(got))
+	}
+}

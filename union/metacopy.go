@@ -1,0 +1,120 @@
+package union
+
+import (
+	"errors"
+	"fmt"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/unionmount/unionmount/internal/layer"
+)
+
+// Metadata-only copy-up. chmod, chown, utimes and xattr changes of a lower
+// regular file copy up its metadata only: the upper file is sparse at the
+// lower file's size and carries the metacopy xattr; its data is read from
+// the lower file. Kernel overlayfs writes and reads the same format with
+// -o metacopy=on. The first change to the data (open for writing,
+// truncate, link, rename) completes the copy: the data is copied into the
+// upper file in place, synced, and only then the xattr removed, so a crash
+// at any point leaves either the lower data in force or the complete copy.
+
+// CopyUpMeta copies up e's metadata, and its data too where a metadata-only
+// copy is not possible (not a regular file, several names, metacopy off).
+func (u *Union) CopyUpMeta(e *Entry) error {
+	if u.upper == nil {
+		return errReadOnly
+	}
+	if e.Upper {
+		return nil
+	}
+	if !u.cfg.MetaCopy || e.Mode != unix.S_IFREG || e.Index != "" || len(e.Lower) == 0 {
+		return u.CopyUp(e, All)
+	}
+	if err := u.ensureUpperDir(parentOf(e.Path)); err != nil {
+		return err
+	}
+	unlock := u.copyLocks.lock(e.Path)
+	defer unlock()
+	if u.copiedMeanwhile(e) {
+		return nil
+	}
+	src := e.Lower[0]
+	st, err := src.Layer.Lstat(src.Path)
+	if err != nil {
+		return fmt.Errorf("copy up %s: %w", e.Path, err)
+	}
+	tmp, err := u.buildCopy(src, &st, metaOnly)
+	if err != nil {
+		return fmt.Errorf("copy up %s: %w", e.Path, err)
+	}
+	if err := u.placeCopy(tmp, e.Path, &st); err != nil {
+		return fmt.Errorf("copy up %s: %w", e.Path, err)
+	}
+	u.copyGen.Add(1)
+	e.Upper, e.MetaCopy = true, true
+	return nil
+}
+
+// metaOnly, as the size of buildCopy, makes a metadata-only copy.
+const metaOnly int64 = -2
+
+// hasMetacopy reports whether upper file p is a metadata-only copy.
+func (u *Union) hasMetacopy(p string) bool {
+	_, err := u.upper.Getxattr(p, u.format.Name(layer.Metacopy), nil)
+	return err == nil
+}
+
+// completeMetaCopy copies the data of metadata-only copy e into it (only
+// the first size bytes when size >= 0) and drops the metacopy mark.
+func (u *Union) completeMetaCopy(e *Entry, size int64) error {
+	unlock := u.copyLocks.lock(e.Path)
+	defer unlock()
+	if !u.hasMetacopy(e.Path) {
+		e.MetaCopy = false
+		return nil
+	}
+	src, p, err := u.dataTop(e)
+	if err != nil {
+		return err
+	}
+	ust, err := u.upper.Lstat(e.Path)
+	if err != nil {
+		return err
+	}
+	in, err := src.Open(p, unix.O_RDONLY|unix.O_NOATIME, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(in)
+	var lst unix.Stat_t
+	if err := unix.Fstat(in, &lst); err != nil {
+		return err
+	}
+	out, err := u.upper.Open(e.Path, unix.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(out)
+	n := min(ust.Size, lst.Size)
+	if size >= 0 && size < n {
+		n = size
+	}
+	if err := copyData(out, in, n, n == lst.Size && n == ust.Size); err != nil {
+		return fmt.Errorf("complete copy-up of %s: %w", e.Path, err)
+	}
+	if !u.cfg.NoFsync {
+		if err := unix.Fsync(out); err != nil {
+			return fmt.Errorf("complete copy-up of %s: fsync: %w", e.Path, err)
+		}
+	}
+	// Writing the data is not a change of the file's: keep its times.
+	if err := unix.UtimesNanoAt(out, "", []unix.Timespec{ust.Atim, ust.Mtim}, unix.AT_EMPTY_PATH); err != nil && !errors.Is(err, unix.ENOENT) {
+		return err
+	}
+	if err := u.upper.Removexattr(e.Path, u.format.Name(layer.Metacopy)); err != nil {
+		return fmt.Errorf("complete copy-up of %s: %w", e.Path, err)
+	}
+	u.copyGen.Add(1)
+	e.MetaCopy = false
+	return nil
+}
