@@ -44,6 +44,8 @@ help:
 	@echo "  install    install $(BIN) to \$$(DESTDIR)$(BINDIR) (+ man page if present)"
 	@echo "  uninstall  remove what install put in place"
 	@echo "  clean      remove build output"
+	@echo "  tools-bench  time check/diff/export/import/merge on a GOROOT-sized union (root, ~15 s)"
+	@echo "  bench      benchmark vs native, kernel overlayfs, fuse-overlayfs (root, 10-30 min; BENCH_ARGS=-quick|-scale|-pprof|-h)"
 
 build:
 	$(GO) build -o $(BIN) ./cmd/unionmount
@@ -110,3 +112,22 @@ uninstall:
 clean:
 	rm -rf bin
 	rm -f ./unionmount
+
+# Benchmarks (never part of test/CI): every workload on a native copy, kernel
+# overlayfs, fuse-overlayfs and unionmount, fresh upper each run; a markdown
+# report of medians and ratios on stdout and in bench/out/report.md. Needs
+# root. BENCH_ARGS: -quick (smoke run), -reps N, -workloads a,b,
+# -candidates a,b, -scale (10k/100k/1M trees), -pprof [-perf], -cache warm,
+# -keep; `bin/umbench -h` lists them all. See bench/RESULTS.md.
+BENCH_ARGS ?=
+
+.PHONY: bench
+bench:
+	bash bench/deps.sh $(if $(findstring -perf,$(BENCH_ARGS)),--perf)
+	$(GO) build -o bin/umbench ./bench/cmd/umbench
+	bin/umbench $(BENCH_ARGS)
+
+# The layer tools on a GOROOT-sized union (never part of test/CI).
+.PHONY: tools-bench
+tools-bench: build
+	bash scripts/tools-bench.sh

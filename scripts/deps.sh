@@ -6,6 +6,8 @@
 #     something has to be installed):
 #       required: fuse3 (fusermount3), attr (getfattr/setfattr), git, tar,
 #                 findutils, make, gcc + libc6-dev (cgo, needed by -race),
+#                 procps (pgrep) and groff-base (the man page check) for the
+#                 mount(8) test,
 #                 ca-certificates (Go module downloads)
 #       optional: fuse-overlayfs (a failure to install it is only a warning)
 #   * staticcheck, via `go install`, into "$(go env GOPATH)/bin" (where the
@@ -18,7 +20,7 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-REQUIRED_PKGS=(fuse3 attr git tar findutils make gcc libc6-dev ca-certificates acl)
+REQUIRED_PKGS=(fuse3 attr git tar findutils make gcc libc6-dev ca-certificates acl procps groff-base)
 OPTIONAL_PKGS=(fuse-overlayfs)
 STATICCHECK_PKG=honnef.co/go/tools/cmd/staticcheck
 STATICCHECK_VERSION=${STATICCHECK_VERSION:-latest}

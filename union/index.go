@@ -18,6 +18,23 @@ import (
 // through the index entry. The union's link count of such an inode (names
 // shown, not links on disk) is kept in an xattr of the index entry.
 
+// ThroughIndex reports whether e shows, through the index, a file that was
+// copied up under another of its names: e itself is not in upper. The
+// offline tools report and export such names as changed.
+func (u *Union) ThroughIndex(e *Entry) bool {
+	return !e.Upper && u.indexedKey(e.Index) != ""
+}
+
+// HasIndexed reports whether any inode is indexed, that is, whether some
+// names may show a copy through the index (see ThroughIndex).
+func (u *Union) HasIndexed() (bool, error) {
+	if u.index == nil {
+		return false, nil
+	}
+	ents, err := u.index.ReadDir("")
+	return len(ents) > 0, err
+}
+
 // indexBeforeRemove copies up a name of a lower file with several names that
 // is about to disappear (unlink, rename over it), as kernel overlayfs does,
 // so that the index holds the inode and counts the names left.
@@ -44,6 +61,9 @@ func (u *Union) indexedKey(key string) string {
 
 // indexNlink is the union link count of index entry key.
 func (u *Union) indexNlink(key string, fallback uint64) uint64 {
+	if u.index == nil {
+		return fallback
+	}
 	v, err := u.index.GetxattrString(key, u.format.Name(layer.Nlink))
 	if err != nil || v == "" {
 		return fallback
@@ -58,6 +78,9 @@ func (u *Union) indexNlink(key string, fallback uint64) uint64 {
 // addNlink changes the union link count of index entry key by delta; an
 // inode with no index entry (an upper file's own links) counts itself.
 func (u *Union) addNlink(key string, delta int64) error {
+	if u.index == nil {
+		return nil
+	}
 	unlock := u.copyLocks.lock("\x00index/" + key)
 	defer unlock()
 	st, err := u.index.Lstat(key)

@@ -43,6 +43,11 @@ func main() {
 }
 
 func run(args []string) int {
+	if len(args) > 0 {
+		if tool, ok := subcommands[args[0]]; ok {
+			return tool(args[1:])
+		}
+	}
 	for _, a := range args {
 		switch a {
 		case "-h", "--help":
@@ -136,6 +141,10 @@ func serve(c mountConfig, ready func(error)) int {
 		return 1
 	}
 	unix.Umask(0) // modes from the kernel already have the caller's umask applied
+	// From the start: a signal before the mount is live is handled once it
+	// is, rather than killing the daemon halfway.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	if path := os.Getenv("UNIONMOUNT_CPUPROFILE"); path != "" {
 		// For benchmarks: a CPU profile of the daemon, written at unmount.
 		if f, err := os.Create(path); err == nil {
@@ -172,21 +181,35 @@ func serve(c mountConfig, ready func(error)) int {
 	if err := server.WaitMount(); err != nil {
 		return fail(fmt.Errorf("mount %s: %w", c.mountpoint, err))
 	}
+	conn := fuseConnection(c.mountpoint)
 	ready(nil)
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	served := make(chan struct{})
 	go func() {
 		<-sigs
-		unmount(server, c.mountpoint)
+		unmount(server, c.mountpoint, conn, served)
 	}()
 	server.Wait()
+	close(served)
 	return 0
 }
 
-// unmount ends the mount on a signal. Unmount can wait for ever when a mount
-// namespace holds a copy of the mount, so the wait is bounded and then the
-// mount is detached lazily.
-func unmount(server *fuse.Server, mountpoint string) {
+// fuseConnection names the mount's FUSE connection in the fusectl
+// filesystem (the minor number of its device), "" if unknown.
+func fuseConnection(mountpoint string) string {
+	var st unix.Stat_t
+	if err := unix.Stat(mountpoint, &st); err != nil {
+		return ""
+	}
+	return strconv.FormatUint(uint64(unix.Minor(st.Dev)), 10)
+}
+
+// unmount ends the mount on a signal, and makes sure the daemon ends with
+// it. Unmount can wait for ever when a mount namespace holds a copy of the
+// mount, or fail while the mount is busy, so the wait is bounded and then
+// the mount is detached lazily; a detached mount lives on while anything
+// uses it, so if serving has not ended soon after, the FUSE connection is
+// aborted, or the daemon exits (served is closed when serving ends).
+func unmount(server *fuse.Server, mountpoint, conn string, served <-chan struct{}) {
 	done := make(chan error, 1)
 	go func() { done <- server.Unmount() }()
 	select {
@@ -200,6 +223,21 @@ func unmount(server *fuse.Server, mountpoint string) {
 	}
 	if err := unix.Unmount(mountpoint, unix.MNT_DETACH); err != nil {
 		_ = exec.Command("fusermount3", "-u", "-z", mountpoint).Run()
+	}
+	select {
+	case <-served:
+		return
+	case <-time.After(2 * time.Second):
+	}
+	slog.Warn("mount still in use after detaching: ending the FUSE connection", "mountpoint", mountpoint)
+	if conn != "" {
+		_ = os.WriteFile("/sys/fs/fuse/connections/"+conn+"/abort", []byte("1"), 0)
+	}
+	select {
+	case <-served:
+	case <-time.After(2 * time.Second):
+		// No fusectl: exiting closes the device, which ends the connection.
+		os.Exit(0)
 	}
 }
 

@@ -171,6 +171,13 @@ MOUNTPOINT. Without upperdir the union is read-only.
        timeout=SECONDS  kernel cache time for entries and attributes (default 30)
        ro, and mount(8)'s generic options (accepted)
   -V, --version  print the version
+
+Tools for the layers of a stopped union (same -o options; NAME --help for each):
+  unionmount check  -o ... [--repair]   verify (and repair) an upper and workdir
+  unionmount diff   -o ... [--json]     list the upper's changes: A/C/D PATH
+  unionmount export -o ... [-O FILE]    the upper as an OCI layer tar
+  unionmount import -o upperdir=U,... LAYER.tar   an OCI layer tar as a new upper
+  unionmount merge  -o ... DEST         the merged view into a new directory
 `
 
 // parseArgs reads the command line of a mount.

@@ -1,0 +1,122 @@
+package union
+
+// Access for the offline tools (package layertool): a union opened without
+// the side effects of a mount, the workdir lock on its own, and the layers
+// themselves for the tools that read or repair the upper on disk.
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/unionmount/unionmount/internal/layer"
+)
+
+// Offline opens the layers of cfg for a tool that works on a stopped union.
+// Unlike New it writes nothing: it neither makes nor clears workdir/work (a
+// crash's leftovers stay there for the check tool to see), probes nothing
+// and takes no lock (see LockWorkdir; cfg.Work is not opened at all, and
+// may be ""). Only the read side of the engine may be used on the result:
+// Root, Resolve, Lookup, ReadDir, Stat, Open read-only, Readlink, Getxattr,
+// Listxattr and Walk.
+func Offline(cfg Config) (*Union, error) {
+	u := &Union{cfg: cfg, lock: -1, devs: map[uint64]uint64{}, root: os.Geteuid() == 0}
+	if cfg.UserXattr || !u.root {
+		u.format = layer.Format{Prefix: layer.UserPrefix}
+	} else {
+		u.format = layer.Format{Prefix: layer.TrustedPrefix}
+	}
+	var all []*layer.Layer
+	if cfg.Upper != "" {
+		up, err := openDirLayer("upperdir", cfg.Upper)
+		if err != nil {
+			return nil, err
+		}
+		u.upper = up
+		all = append(all, up)
+	}
+	for _, l := range cfg.Lowers {
+		ll, err := openDirLayer("lowerdir", l)
+		if err != nil {
+			u.Close()
+			return nil, err
+		}
+		u.lowers = append(u.lowers, ll)
+		all = append(all, ll)
+	}
+	u.indexDevs(all...)
+	if cfg.Work != "" {
+		// Lower files with several names may read through the index.
+		if ix, err := layer.Open(filepath.Join(cfg.Work, layer.IndexDir)); err == nil {
+			u.index = ix
+		}
+	}
+	return u, nil
+}
+
+func openDirLayer(opt, p string) (*layer.Layer, error) {
+	if p == "" {
+		return nil, fmt.Errorf("%s: empty path", opt)
+	}
+	l, err := layer.Open(p)
+	if err != nil {
+		return nil, fmt.Errorf("%s %q: %w", opt, p, unwrapPathErr(err))
+	}
+	st, err := l.Lstat("")
+	if err == nil && st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		err = unix.ENOTDIR
+	}
+	if err != nil {
+		l.Close()
+		return nil, fmt.Errorf("%s %q: %w", opt, p, err)
+	}
+	return l, nil
+}
+
+// ErrLocked is returned by LockWorkdir when another process holds the lock.
+var ErrLocked = errors.New("upperdir and workdir are in use by another unionmount")
+
+// LockWorkdir takes the lock a mount holds on workdir for as long as it
+// lives (an flock on the directory itself, as New takes it): exclusive for
+// a tool that writes the upper, shared for one that only reads it, so that
+// readers may run together but never beside a mount or a writer. It fails
+// with ErrLocked at once, without waiting. release drops the lock.
+func LockWorkdir(workdir string, exclusive bool) (release func(), err error) {
+	fd, err := unix.Open(workdir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("workdir %q: %w", workdir, err)
+	}
+	how := unix.LOCK_SH
+	if exclusive {
+		how = unix.LOCK_EX
+	}
+	if err := unix.Flock(fd, how|unix.LOCK_NB); err != nil {
+		unix.Close(fd)
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, fmt.Errorf("workdir %q: %w", workdir, ErrLocked)
+		}
+		return nil, fmt.Errorf("workdir %q: flock: %w", workdir, err)
+	}
+	return func() { unix.Close(fd) }, nil
+}
+
+// UpperLayer is the upper layer, nil for a read-only union.
+func (u *Union) UpperLayer() *layer.Layer { return u.upper }
+
+// LowerLayers are the lower layers, topmost first.
+func (u *Union) LowerLayers() []*layer.Layer { return u.lowers }
+
+// Config returns the configuration the union was opened with.
+func (u *Union) Config() Config { return u.cfg }
+
+// Visible returns the layer and the path in it of e's visible object: the
+// upper object if there is one, else the topmost lower one.
+func (u *Union) Visible(e *Entry) (*layer.Layer, string) { return u.top(e) }
+
+// CopyData copies size bytes of regular file in to out the way copy-up
+// does: by cloning extents where the filesystem can, else over the data
+// segments only, so holes stay holes. out ends up size bytes long.
+func CopyData(out, in int, size int64) error { return copyData(out, in, size, true) }
