@@ -26,7 +26,18 @@ var (
 	_ = (fs.FileReaddirenter)((*dirHandle)(nil))
 	_ = (fs.FileSeekdirer)((*dirHandle)(nil))
 	_ = (fs.FileReleasedirer)((*dirHandle)(nil))
+	_ = (fs.FileFsyncdirer)((*dirHandle)(nil))
 )
+
+// Fsyncdir syncs the upper directory, if there is one: a directory only in
+// the lowers has nothing unwritten.
+func (d *dirHandle) Fsyncdir(ctx context.Context, flags uint32) syscall.Errno {
+	e, en := d.n.entry()
+	if en != 0 {
+		return 0 // removed: nothing of it is left to sync
+	}
+	return errno(d.n.u.SyncDir(e))
+}
 
 func (d *dirHandle) load() syscall.Errno {
 	if d.done {

@@ -8,6 +8,8 @@ import (
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
+
+	"github.com/unionmount/unionmount/union"
 )
 
 // fileHandle is an open file of the mount: a descriptor on the upper or a
@@ -23,6 +25,11 @@ type fileHandle struct {
 	// retired are descriptors replaced by switchTo: a read may still be
 	// splicing from one, so they are closed only at Release.
 	retired []int
+	// readFd, while not -1, is where reads go: the data below a
+	// metadata-only copy opened for writing (fd, on the upper file, has no
+	// data yet). The first write copies the data up through node first.
+	readFd int
+	node   *Node
 }
 
 // passthroughFile is a handle whose reads and writes the kernel does itself
@@ -53,15 +60,55 @@ var (
 	_ = (fs.FilePassthroughFder)((*passthroughFile)(nil))
 )
 
+// dataFd is the descriptor that holds the file's data now.
+// Preconditions: f.mu is held.
+func (f *fileHandle) dataFd() int {
+	if f.readFd >= 0 {
+		return f.readFd
+	}
+	return f.fd
+}
+
 // Read reads at off, by splicing from the descriptor where the kernel can.
 func (f *fileHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	return fuse.ReadResultFd(uintptr(f.fd), off, len(dest)), 0
+	return fuse.ReadResultFd(uintptr(f.dataFd()), off, len(dest)), 0
+}
+
+// ensureData copies the data up before the first change through a handle
+// opened on a metadata-only copy.
+func (f *fileHandle) ensureData() syscall.Errno {
+	f.mu.RLock()
+	n := f.node
+	pending := f.readFd >= 0
+	f.mu.RUnlock()
+	if !pending {
+		return 0
+	}
+	if en := n.completeData(); en != 0 {
+		return en
+	}
+	f.finishPending()
+	return 0
+}
+
+// finishPending: the data is in upper now; reads go to fd.
+func (f *fileHandle) finishPending() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.readFd >= 0 {
+		f.retired = append(f.retired, f.readFd)
+		f.readFd = -1
+	}
+	f.node = nil
 }
 
 // Write writes at off.
 func (f *fileHandle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
+	if en := f.ensureData(); en != 0 {
+		return 0, en
+	}
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	n, err := unix.Pwrite(f.fd, data, off)
@@ -96,6 +143,10 @@ func (f *fileHandle) Release(ctx context.Context) syscall.Errno {
 		unix.Close(fd)
 	}
 	f.retired = nil
+	if f.readFd >= 0 {
+		unix.Close(f.readFd)
+		f.readFd = -1
+	}
 	err := unix.Close(f.fd)
 	f.fd = -1
 	return errno(err)
@@ -117,12 +168,15 @@ func (f *fileHandle) Getattr(ctx context.Context, out *fuse.AttrOut) syscall.Err
 func (f *fileHandle) Lseek(ctx context.Context, off uint64, whence uint32) (uint64, syscall.Errno) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	n, err := unix.Seek(f.fd, int64(off), int(whence))
+	n, err := unix.Seek(f.dataFd(), int64(off), int(whence))
 	return uint64(n), errno(err)
 }
 
 // Allocate is fallocate(2).
 func (f *fileHandle) Allocate(ctx context.Context, off uint64, size uint64, mode uint32) syscall.Errno {
+	if en := f.ensureData(); en != 0 {
+		return en
+	}
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	return errno(unix.Fallocate(f.fd, mode, int64(off), int64(size)))
@@ -139,4 +193,103 @@ func (f *fileHandle) switchTo(fd int) {
 	}
 	f.retired = append(f.retired, f.fd)
 	f.fd, f.lower = fd, false
+}
+
+// Operations on the open file itself, for a node with no name any more
+// (unlinked while open): its path is gone, its descriptor is not. Only an
+// upper descriptor may be changed: a lower file is never written.
+
+// changeable returns the descriptor to change the file through, or EROFS if
+// it is a lower file.
+// Preconditions: f.mu is held.
+func (f *fileHandle) changeable() (int, syscall.Errno) {
+	if f.lower {
+		return -1, syscall.EROFS
+	}
+	return f.fd, 0
+}
+
+// setattrFd applies a to the open file.
+func (f *fileHandle) setattrFd(a union.SetAttr) syscall.Errno {
+	if a.Size != nil {
+		if en := f.materialize(); en != 0 {
+			return en
+		}
+	}
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	fd, en := f.changeable()
+	if en != 0 {
+		return en
+	}
+	if a.Uid != nil || a.Gid != nil {
+		uid, gid := -1, -1
+		if a.Uid != nil {
+			uid = int(*a.Uid)
+		}
+		if a.Gid != nil {
+			gid = int(*a.Gid)
+		}
+		if err := unix.Fchown(fd, uid, gid); err != nil {
+			return errno(err)
+		}
+	}
+	if a.Mode != nil {
+		if err := unix.Fchmod(fd, *a.Mode&^unix.S_IFMT); err != nil {
+			return errno(err)
+		}
+	}
+	if a.Size != nil {
+		if err := unix.Ftruncate(fd, *a.Size); err != nil {
+			return errno(err)
+		}
+	}
+	if a.Atime != nil || a.Mtime != nil {
+		ts := []unix.Timespec{{Nsec: unix.UTIME_OMIT}, {Nsec: unix.UTIME_OMIT}}
+		if a.Atime != nil {
+			ts[0] = *a.Atime
+		}
+		if a.Mtime != nil {
+			ts[1] = *a.Mtime
+		}
+		if err := unix.UtimesNanoAt(fd, "", ts, unix.AT_EMPTY_PATH); err != nil {
+			return errno(err)
+		}
+	}
+	return 0
+}
+
+// materialize copies the data below into an unlinked metadata-only copy
+// opened for writing, before its size changes: with no name, the engine
+// cannot do it by path.
+func (f *fileHandle) materialize() syscall.Errno {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.readFd < 0 {
+		return 0
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(f.readFd, &st); err != nil {
+		return errno(err)
+	}
+	if err := union.CopyData(f.fd, f.readFd, st.Size); err != nil {
+		return errno(err)
+	}
+	f.retired = append(f.retired, f.readFd)
+	f.readFd, f.node = -1, nil
+	return 0
+}
+
+// xattrFd runs an xattr call on the open file; write says it changes it.
+func (f *fileHandle) xattrFd(write bool, op func(fd int) error) syscall.Errno {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	fd := f.fd
+	if write {
+		var en syscall.Errno
+		if fd, en = f.changeable(); en != 0 {
+			return en
+		}
+	}
+	return errno(op(fd))
 }

@@ -11,6 +11,8 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -38,6 +40,9 @@ type Node struct {
 	// plainOpen and passOpen count open handles without and with
 	// passthrough: the kernel refuses to mix the two on one inode.
 	plainOpen, passOpen int
+	// open are all open handles, for operations on a node that has no
+	// name any more.
+	open map[*fileHandle]bool
 }
 
 // What a Node implements.
@@ -131,13 +136,20 @@ func Mount(u *union.Union, mountpoint string, o Options) (*fuse.Server, error) {
 // object may have been copied up through another node (as the parent of a
 // new file): if any copy-up happened since the node last looked, it looks
 // again. A node of a lower file with several names looks every time.
-func (n *Node) entry() *union.Entry {
+//
+// A node with no name any more (an unlinked file still open, a removed
+// directory) has no path: go-fuse would give the root's. Path operations on
+// it fail with ENOENT; those with a descriptor use the open file instead.
+func (n *Node) entry() (*union.Entry, syscall.Errno) {
 	n.mu.Lock()
 	e := n.e
 	// The names of an indexed inode share this node but not their state.
 	stale := (!dataUpper(&e) && n.gen != n.u.CopyUpGen()) || e.Index != ""
 	n.mu.Unlock()
 	e.Path = n.Path(nil)
+	if e.Path == "" && !n.IsRoot() {
+		return &e, syscall.ENOENT
+	}
 	if stale {
 		gen := n.u.CopyUpGen()
 		n.u.Refresh(&e)
@@ -148,7 +160,7 @@ func (n *Node) entry() *union.Entry {
 		}
 		n.mu.Unlock()
 	}
-	return &e
+	return &e, 0
 }
 
 // dataUpper reports whether e's data is in upper (copied up, and not a
@@ -172,6 +184,10 @@ func (n *Node) save(e *union.Entry) {
 	}
 	n.mu.Unlock()
 	for _, f := range files {
+		if f.readFd >= 0 {
+			f.finishPending() // opened for writing: its fd is the copy
+			continue
+		}
 		fd, err := n.u.Open(e, unix.O_RDONLY)
 		if err != nil {
 			slog.Warn("reopen after copy-up", "path", e.Path, "err", err)
@@ -185,9 +201,10 @@ func (n *Node) save(e *union.Entry) {
 // upper unless plain handles are open on the node, else plain (and, on
 // lower data, registered to be switched when the data is copied up).
 func (n *Node) newFile(fd int, e *union.Entry) fs.FileHandle {
-	f := &fileHandle{fd: fd}
+	f := &fileHandle{fd: fd, readFd: -1}
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	n.register(f)
 	if dataUpper(e) && n.plainOpen == 0 {
 		n.passOpen++
 		return &passthroughFile{f}
@@ -203,6 +220,32 @@ func (n *Node) newFile(fd int, e *union.Entry) fs.FileHandle {
 	return f
 }
 
+// newPendingFile wraps a handle opened for writing on a metadata-only copy
+// (see union.OpenDeferred): it reads from rfd until its first write.
+func (n *Node) newPendingFile(wfd, rfd int) fs.FileHandle {
+	f := &fileHandle{fd: wfd, readFd: rfd, node: n}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.register(f)
+	n.plainOpen++
+	if n.lowerFiles == nil {
+		n.lowerFiles = map[*fileHandle]bool{}
+	}
+	n.lowerFiles[f] = true
+	return f
+}
+
+// completeData copies up the node's data.
+func (n *Node) completeData() syscall.Errno {
+	e, en := n.entry()
+	if en != 0 {
+		return en
+	}
+	err := n.u.CopyUpData(e)
+	n.save(e)
+	return errno(err)
+}
+
 // Release forgets a closed handle.
 func (n *Node) Release(ctx context.Context, f fs.FileHandle) syscall.Errno {
 	n.mu.Lock()
@@ -210,13 +253,41 @@ func (n *Node) Release(ctx context.Context, f fs.FileHandle) syscall.Errno {
 	switch h := f.(type) {
 	case *passthroughFile:
 		n.passOpen--
+		delete(n.open, h.fileHandle)
 		return h.Release(ctx)
 	case *fileHandle:
 		n.plainOpen--
 		delete(n.lowerFiles, h)
+		delete(n.open, h)
 		return h.Release(ctx)
 	}
 	return 0
+}
+
+// register notes an open handle.
+// Preconditions: n.mu is held.
+func (n *Node) register(f *fileHandle) {
+	if n.open == nil {
+		n.open = map[*fileHandle]bool{}
+	}
+	n.open[f] = true
+}
+
+// openFile returns the handle of f, or else any open handle of the node,
+// for operations on the open file; nil if there is none.
+func (n *Node) openFile(f fs.FileHandle) *fileHandle {
+	switch h := f.(type) {
+	case *fileHandle:
+		return h
+	case *passthroughFile:
+		return h.fileHandle
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for h := range n.open {
+		return h
+	}
+	return nil
 }
 
 // child registers the node for e under n, or refreshes the one the kernel
@@ -275,7 +346,11 @@ func fillAttr(a *fuse.Attr, st *unix.Stat_t) {
 
 // Lookup finds name in this directory.
 func (n *Node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	e, st, err := n.u.Lookup(n.entry(), name)
+	pe, en := n.entry()
+	if en != 0 {
+		return nil, en
+	}
+	e, st, err := n.u.Lookup(pe, name)
 	if err != nil {
 		return nil, errno(err)
 	}
@@ -284,22 +359,24 @@ func (n *Node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs
 
 // Getattr reports the merged attributes.
 func (n *Node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	e := n.entry()
-	st, err := n.u.Stat(e)
-	if err != nil && f != nil {
-		// Unlinked but still open: ask the descriptor.
-		if fg, ok := f.(fs.FileGetattrer); ok {
-			if en := fg.Getattr(ctx, out); en != 0 {
-				return en
-			}
-			out.Ino = e.Ino
+	e, en := n.entry()
+	if en == 0 {
+		st, err := n.u.Stat(e)
+		if err == nil {
+			fillAttr(&out.Attr, &st)
 			return 0
 		}
+		en = errno(err)
 	}
-	if err != nil {
-		return errno(err)
+	// Unlinked but still open: ask the descriptor.
+	h := n.openFile(f)
+	if h == nil {
+		return en
 	}
-	fillAttr(&out.Attr, &st)
+	if en := h.Getattr(ctx, out); en != 0 {
+		return en
+	}
+	out.Ino = e.Ino
 	return 0
 }
 
@@ -321,7 +398,18 @@ func (n *Node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 	}
 	a.Atime = setTime(in.Valid, fuse.FATTR_ATIME, fuse.FATTR_ATIME_NOW, in.Atime, in.Atimensec)
 	a.Mtime = setTime(in.Valid, fuse.FATTR_MTIME, fuse.FATTR_MTIME_NOW, in.Mtime, in.Mtimensec)
-	e := n.entry()
+	e, en := n.entry()
+	if en != 0 {
+		// Unlinked but still open: change the open file.
+		h := n.openFile(f)
+		if h == nil {
+			return en
+		}
+		if en := h.setattrFd(a); en != 0 {
+			return en
+		}
+		return n.Getattr(ctx, h, out)
+	}
 	err := n.u.SetAttr(e, a)
 	n.save(e)
 	if err != nil {
@@ -342,7 +430,21 @@ func setTime(valid, set, now uint32, sec uint64, nsec uint32) *unix.Timespec {
 
 // Open opens the file; writing copies it up first.
 func (n *Node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
-	e := n.entry()
+	e, en := n.entry()
+	if en != 0 {
+		return n.reopen(e, flags, en)
+	}
+	if flags&syscall.O_ACCMODE != syscall.O_RDONLY {
+		// A write-open that may never write (touch) copies no data yet.
+		wfd, rfd, ok, err := n.u.OpenDeferred(e, int(flags))
+		n.save(e)
+		if err != nil {
+			return nil, 0, errno(err)
+		}
+		if ok {
+			return n.newPendingFile(wfd, rfd), fuse.FOPEN_KEEP_CACHE, 0
+		}
+	}
 	fd, err := n.u.Open(e, int(flags))
 	n.save(e)
 	if err != nil {
@@ -353,9 +455,36 @@ func (n *Node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 	return n.newFile(fd, e), fuse.FOPEN_KEEP_CACHE, 0
 }
 
+// reopen opens a node with no name (through /proc/self/fd/N of an open
+// file, say) by reopening an open handle's descriptor; en is the error if
+// there is none.
+func (n *Node) reopen(e *union.Entry, flags uint32, en syscall.Errno) (fs.FileHandle, uint32, syscall.Errno) {
+	h := n.openFile(nil)
+	if h == nil {
+		return nil, 0, en
+	}
+	h.mu.RLock()
+	src, lower := h.dataFd(), h.lower || h.readFd >= 0
+	h.mu.RUnlock()
+	if lower && flags&syscall.O_ACCMODE != syscall.O_RDONLY {
+		return nil, 0, syscall.EROFS
+	}
+	fd, err := unix.Open("/proc/self/fd/"+strconv.Itoa(src), int(flags)&^(unix.O_CREAT|unix.O_EXCL|unix.O_TRUNC|unix.O_NOCTTY)|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, 0, errno(err)
+	}
+	re := *e
+	re.Upper, re.MetaCopy = !lower, false
+	return n.newFile(fd, &re), fuse.FOPEN_KEEP_CACHE, 0
+}
+
 // Create makes and opens a new regular file.
 func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
-	e, st, fd, err := n.u.Create(n.entry(), name, int(flags), mode, caller(ctx))
+	pe, en := n.entry()
+	if en != 0 {
+		return nil, nil, 0, en
+	}
+	e, st, fd, err := n.u.Create(pe, name, int(flags), mode, caller(ctx))
 	if err != nil {
 		return nil, nil, 0, errno(err)
 	}
@@ -373,7 +502,10 @@ func (n *Node) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHandle, 
 
 // listing is the merged listing with "." and "..".
 func (n *Node) listing() ([]fuse.DirEntry, syscall.Errno) {
-	e := n.entry()
+	e, en := n.entry()
+	if en != 0 {
+		return nil, 0 // removed while open: empty, as on ext4
+	}
 	ents, err := n.u.ReadDir(e)
 	if err != nil {
 		return nil, errno(err)
@@ -394,7 +526,11 @@ func (n *Node) listing() ([]fuse.DirEntry, syscall.Errno) {
 
 // Mkdir makes a directory (opaque where a whiteout stood).
 func (n *Node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	e, st, err := n.u.Mkdir(n.entry(), name, mode, caller(ctx))
+	pe, en := n.entry()
+	if en != 0 {
+		return nil, en
+	}
+	e, st, err := n.u.Mkdir(pe, name, mode, caller(ctx))
 	if err != nil {
 		return nil, errno(err)
 	}
@@ -403,7 +539,11 @@ func (n *Node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 
 // Mknod makes a device, fifo or socket.
 func (n *Node) Mknod(ctx context.Context, name string, mode uint32, dev uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	e, st, err := n.u.Mknod(n.entry(), name, mode, uint64(dev), caller(ctx))
+	pe, en := n.entry()
+	if en != 0 {
+		return nil, en
+	}
+	e, st, err := n.u.Mknod(pe, name, mode, uint64(dev), caller(ctx))
 	if err != nil {
 		return nil, errno(err)
 	}
@@ -412,7 +552,11 @@ func (n *Node) Mknod(ctx context.Context, name string, mode uint32, dev uint32, 
 
 // Symlink makes a symlink.
 func (n *Node) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	e, st, err := n.u.Symlink(n.entry(), name, target, caller(ctx))
+	pe, en := n.entry()
+	if en != 0 {
+		return nil, en
+	}
+	e, st, err := n.u.Symlink(pe, name, target, caller(ctx))
 	if err != nil {
 		return nil, errno(err)
 	}
@@ -425,8 +569,15 @@ func (n *Node) Link(ctx context.Context, target fs.InodeEmbedder, name string, o
 	if !ok {
 		return nil, syscall.EXDEV
 	}
-	se := src.entry()
-	e, st, err := n.u.Link(se, n.entry(), name)
+	se, en := src.entry()
+	if en != 0 {
+		return nil, en
+	}
+	pe, en := n.entry()
+	if en != 0 {
+		return nil, en
+	}
+	e, st, err := n.u.Link(se, pe, name)
 	src.save(se)
 	if err != nil {
 		return nil, errno(err)
@@ -436,7 +587,11 @@ func (n *Node) Link(ctx context.Context, target fs.InodeEmbedder, name string, o
 
 // Readlink reads a symlink's target.
 func (n *Node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
-	t, err := n.u.Readlink(n.entry())
+	e, en := n.entry()
+	if en != 0 {
+		return nil, en
+	}
+	t, err := n.u.Readlink(e)
 	if err != nil {
 		return nil, errno(err)
 	}
@@ -445,12 +600,20 @@ func (n *Node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
 
 // Unlink removes a non-directory, leaving a whiteout if a lower has it.
 func (n *Node) Unlink(ctx context.Context, name string) syscall.Errno {
-	return errno(n.u.Unlink(n.entry(), name))
+	e, en := n.entry()
+	if en != 0 {
+		return en
+	}
+	return errno(n.u.Unlink(e, name))
 }
 
 // Rmdir removes an empty (merged) directory.
 func (n *Node) Rmdir(ctx context.Context, name string) syscall.Errno {
-	return errno(n.u.Rmdir(n.entry(), name))
+	e, en := n.entry()
+	if en != 0 {
+		return en
+	}
+	return errno(n.u.Rmdir(e, name))
 }
 
 // Rename moves name to newName in newParent.
@@ -460,7 +623,15 @@ func (n *Node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 		return syscall.EXDEV
 	}
 	moved, replaced := n.GetChild(name), np.GetChild(newName)
-	if err := n.u.Rename(n.entry(), name, np.entry(), newName, flags); err != nil {
+	oe, en := n.entry()
+	if en != 0 {
+		return en
+	}
+	ne, en := np.entry()
+	if en != 0 {
+		return en
+	}
+	if err := n.u.Rename(oe, name, ne, newName, flags); err != nil {
 		return errno(err)
 	}
 	// The moved objects now live in upper, under their new names: their
@@ -473,7 +644,11 @@ func (n *Node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 		if !ok {
 			return
 		}
-		if e, _, err := n.u.Lookup(parent.entry(), name); err == nil && e.Ino == cn.StableAttr().Ino {
+		pe, en := parent.entry()
+		if en != 0 {
+			return
+		}
+		if e, _, err := n.u.Lookup(pe, name); err == nil && e.Ino == cn.StableAttr().Ino {
 			cn.save(e)
 		}
 	}
@@ -486,13 +661,25 @@ func (n *Node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 
 // Getxattr reads an extended attribute.
 func (n *Node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
-	sz, err := n.u.Getxattr(n.entry(), attr, dest)
+	e, en := n.entry()
+	if en != 0 {
+		var sz int
+		en = n.xattrFd(en, false, attr, func(fd int) (err error) {
+			sz, err = unix.Fgetxattr(fd, attr, dest)
+			return err
+		})
+		return uint32(sz), en
+	}
+	sz, err := n.u.Getxattr(e, attr, dest)
 	return uint32(sz), errno(err)
 }
 
 // Setxattr sets an extended attribute, copying up first.
 func (n *Node) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
-	e := n.entry()
+	e, en := n.entry()
+	if en != 0 {
+		return n.xattrFd(en, true, attr, func(fd int) error { return unix.Fsetxattr(fd, attr, data, int(flags)) })
+	}
 	err := n.u.Setxattr(e, attr, data, int(flags))
 	n.save(e)
 	return errno(err)
@@ -500,7 +687,10 @@ func (n *Node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 
 // Removexattr removes an extended attribute, copying up first.
 func (n *Node) Removexattr(ctx context.Context, attr string) syscall.Errno {
-	e := n.entry()
+	e, en := n.entry()
+	if en != 0 {
+		return n.xattrFd(en, true, attr, func(fd int) error { return unix.Fremovexattr(fd, attr) })
+	}
 	err := n.u.Removexattr(e, attr)
 	n.save(e)
 	return errno(err)
@@ -508,9 +698,26 @@ func (n *Node) Removexattr(ctx context.Context, attr string) syscall.Errno {
 
 // Listxattr lists extended attribute names.
 func (n *Node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
-	names, err := n.u.Listxattr(n.entry())
-	if err != nil {
-		return 0, errno(err)
+	var names []string
+	e, en := n.entry()
+	if en != 0 {
+		en = n.xattrFd(en, false, "", func(fd int) error {
+			all, err := listxattrFd(fd)
+			for _, a := range all {
+				if !n.u.Format().IsPrivate(a) {
+					names = append(names, a)
+				}
+			}
+			return err
+		})
+		if en != 0 {
+			return 0, en
+		}
+	} else {
+		var err error
+		if names, err = n.u.Listxattr(e); err != nil {
+			return 0, errno(err)
+		}
 	}
 	sz := 0
 	for _, s := range names {
@@ -529,6 +736,44 @@ func (n *Node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errn
 		off++
 	}
 	return uint32(sz), 0
+}
+
+// xattrFd runs an xattr call on an open handle of a node with no name; en
+// is the error if there is none. Overlay's own attributes stay hidden.
+func (n *Node) xattrFd(en syscall.Errno, write bool, attr string, op func(fd int) error) syscall.Errno {
+	h := n.openFile(nil)
+	if h == nil {
+		return en
+	}
+	if attr != "" && n.u.Format().IsPrivate(attr) {
+		if write {
+			return syscall.EPERM
+		}
+		return syscall.ENODATA
+	}
+	return h.xattrFd(write, op)
+}
+
+// listxattrFd lists the xattr names of an open file.
+func listxattrFd(fd int) ([]string, error) {
+	buf := make([]byte, 1024)
+	for {
+		n, err := unix.Flistxattr(fd, buf)
+		if err == unix.ERANGE {
+			buf = make([]byte, 4*len(buf))
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		var names []string
+		for _, s := range strings.Split(string(buf[:n]), "\x00") {
+			if s != "" {
+				names = append(names, s)
+			}
+		}
+		return names, nil
+	}
 }
 
 // Statfs reports the upper filesystem's space.

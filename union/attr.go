@@ -59,6 +59,19 @@ func (u *Union) Stat(e *Entry) (unix.Stat_t, error) {
 	return st, nil
 }
 
+// SyncDir syncs directory e's upper directory, if it has one.
+func (u *Union) SyncDir(e *Entry) error {
+	if !e.Upper || u.upper == nil {
+		return nil
+	}
+	fd, err := u.upper.Open(e.Path, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	return unix.Fsync(fd)
+}
+
 // Readlink returns the target of symlink e.
 func (u *Union) Readlink(e *Entry) (string, error) {
 	l, p := u.top(e)

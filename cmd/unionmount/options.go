@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -19,6 +20,8 @@ type mountConfig struct {
 	fsName     string
 	timeout    time.Duration
 	mountpoint string
+	// redirectSet and metacopySet: the options were given explicitly.
+	redirectSet, metacopySet bool
 }
 
 func defaultConfig() mountConfig {
@@ -68,6 +71,7 @@ func parseOptions(s string, c *mountConfig) error {
 		case key == "workdir":
 			c.union.Work = val
 		case key == "redirect_dir":
+			c.redirectSet = true
 			switch val {
 			case "on":
 				c.union.RedirectDir = true
@@ -83,7 +87,7 @@ func parseOptions(s string, c *mountConfig) error {
 			if err != nil {
 				return err
 			}
-			c.union.MetaCopy = on
+			c.union.MetaCopy, c.metacopySet = on, true
 		case key == "whiteout_files":
 			on, err := onOff(key, val)
 			if err != nil {
@@ -164,7 +168,9 @@ MOUNTPOINT. Without upperdir the union is read-only.
        upperdir=U       writable layer
        workdir=W        work directory on U's filesystem (required with upperdir)
        redirect_dir=on|off   rename of lower directories (default on; off: EXDEV)
-       userxattr        keep metadata in user.overlay.* (default when not root)
+       userxattr        keep metadata in user.overlay.* (default when not root;
+                        then redirect_dir and metacopy default to off, as the
+                        kernel reads neither with userxattr)
        whiteout_files=on|off read .wh.NAME whiteouts in lowers (default on)
        metacopy=on|off  chmod/chown/utimes/xattrs of lower files copy no data (default on)
        volatile, fsync=0     do not fsync copied-up data
@@ -227,6 +233,16 @@ func parseArgs(args []string) (mountConfig, error) {
 	}
 	if len(c.union.Lowers) == 0 {
 		return c, errors.New("option lowerdir is required")
+	}
+	if c.union.UserXattr || os.Geteuid() != 0 {
+		// Kernel overlayfs follows no redirect and no metacopy with
+		// userxattr: by default, write none it could not read.
+		if !c.redirectSet {
+			c.union.RedirectDir = false
+		}
+		if !c.metacopySet {
+			c.union.MetaCopy = false
+		}
 	}
 	if c.readOnly && c.union.Upper != "" {
 		// Read-only with an upper: the upper is shown, as the topmost lower.

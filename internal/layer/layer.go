@@ -103,12 +103,20 @@ func (l *Layer) OpenDir(rel string) (int, error) {
 	return fd, nil
 }
 
+// openFlags are the open(2) flags passed on to openat2, which, unlike
+// open(2), refuses unknown bits: the kernel's FUSE requests carry internal
+// ones (__FMODE_EXEC on an exec).
+const openFlags = unix.O_ACCMODE | unix.O_APPEND | unix.O_NONBLOCK | unix.O_DSYNC | unix.O_SYNC |
+	unix.O_DIRECT | unix.O_NOATIME | unix.O_LARGEFILE | unix.O_TRUNC | unix.O_CREAT | unix.O_EXCL |
+	unix.O_DIRECTORY | unix.O_NOFOLLOW | unix.O_PATH | unix.O_CLOEXEC | unix.O_NOCTTY | unix.O_TMPFILE
+
 // Open opens rel with flags (O_NOFOLLOW is always added), resolved beneath
 // the layer.
 func (l *Layer) Open(rel string, flags int, mode uint32) (int, error) {
 	if rel == "" {
 		rel = "."
 	}
+	flags &= openFlags
 	for {
 		fd, err := unix.Openat2(l.fd, rel, &unix.OpenHow{
 			Flags:   uint64(flags | unix.O_NOFOLLOW | unix.O_CLOEXEC),

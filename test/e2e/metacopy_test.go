@@ -89,3 +89,56 @@ func TestMetaCopyInterop(t *testing.T) {
 		t.Errorf("after a write the upper holds %d bytes, want the data and the write", len(got))
 	}
 }
+
+// TestOpenForWriteCopiesDataOnlyWhenWritten: touch (an open for writing
+// that never writes) copies no data; a handle opened for reading and
+// writing reads the lower data, and its first write copies the data up
+// under it and under every other open handle.
+func TestOpenForWriteCopiesDataOnlyWhenWritten(t *testing.T) {
+	requireMountable(t)
+	t.Parallel()
+	s := newStack(t, stackSpec{lowers: [][]Entry{{
+		File("touched", string(bytes.Repeat([]byte("t"), 1<<20))),
+		File("rw", "0123456789"),
+	}}})
+	mnt := mountUnion(t, s.lowers, s.upper, s.work)
+	sh(t, mnt, "touch -d @1000000000 touched")
+	var st unix.Stat_t
+	if err := unix.Lstat(filepath.Join(s.upper, "touched"), &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Blocks > 8 || st.Mtim.Sec != 1000000000 {
+		t.Errorf("touch: upper file has %d blocks (want no data) and mtime %d", st.Blocks, st.Mtim.Sec)
+	}
+
+	reader, err := os.Open(filepath.Join(mnt, "rw"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reader.Close()
+	rw, err := os.OpenFile(filepath.Join(mnt, "rw"), os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rw.Close()
+	buf := make([]byte, 4)
+	if _, err := rw.ReadAt(buf, 2); err != nil || string(buf) != "2345" {
+		t.Fatalf("read through a handle opened for writing: %q, %v", buf, err)
+	}
+	if _, err := rw.WriteAt([]byte("XY"), 4); err != nil {
+		t.Fatal(err)
+	}
+	for name, f := range map[string]*os.File{"writer": rw, "reader": reader} {
+		got := make([]byte, 10)
+		if _, err := f.ReadAt(got, 0); err != nil || string(got) != "0123XY6789" {
+			t.Errorf("%s reads %q, %v after the write; want 0123XY6789", name, got, err)
+		}
+	}
+	got, err := os.ReadFile(filepath.Join(s.upper, "rw"))
+	if err != nil || string(got) != "0123XY6789" {
+		t.Errorf("upper rw = %q, %v", got, err)
+	}
+	if _, err := unix.Getxattr(filepath.Join(s.upper, "rw"), "trusted.overlay.metacopy", nil); err == nil {
+		t.Error("metacopy mark left after a write")
+	}
+}
