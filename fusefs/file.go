@@ -86,7 +86,11 @@ func (f *fileHandle) ensureData() syscall.Errno {
 	if !pending {
 		return 0
 	}
-	if en := n.completeData(); en != 0 {
+	if en := n.completeData(); en == syscall.ENOENT {
+		// Unlinked meanwhile: no path to copy up by; copy into the open
+		// file from the data it was reading.
+		return f.materialize()
+	} else if en != 0 {
 		return en
 	}
 	f.finishPending()

@@ -52,6 +52,7 @@ var (
 	_ = (fs.NodeSetattrer)((*Node)(nil))
 	_ = (fs.NodeOpener)((*Node)(nil))
 	_ = (fs.NodeCreater)((*Node)(nil))
+	_ = (fs.NodeTmpfiler)((*Node)(nil))
 	_ = (fs.NodeOpendirHandler)((*Node)(nil))
 	_ = (fs.NodeMkdirer)((*Node)(nil))
 	_ = (fs.NodeMknoder)((*Node)(nil))
@@ -82,6 +83,9 @@ type Options struct {
 	Debug bool
 	// Timeout is how long the kernel may cache entries and attributes.
 	Timeout time.Duration
+	// MountFlags are generic options that become mount flags: dev, nodev,
+	// suid, nosuid, exec, noexec (later ones win).
+	MountFlags []string
 }
 
 // Mount mounts u at mountpoint and returns the running server.
@@ -121,6 +125,7 @@ func Mount(u *union.Union, mountpoint string, o Options) (*fuse.Server, error) {
 	if o.ReadOnly {
 		opts.MountOptions.Options = append(opts.MountOptions.Options, "ro")
 	}
+	opts.MountOptions.Options = append(opts.MountOptions.Options, o.MountFlags...)
 	server, err := fuse.NewServer(&aclUmask{fs.NewNodeFS(root, opts)}, mountpoint, &opts.MountOptions)
 	if err != nil {
 		return nil, err
@@ -205,7 +210,8 @@ func (n *Node) newFile(fd int, e *union.Entry) fs.FileHandle {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.register(f)
-	if dataUpper(e) && n.plainOpen == 0 {
+	// Through the index, a name still below reads the upper inode too.
+	if (dataUpper(e) || n.u.ThroughIndex(e)) && n.plainOpen == 0 {
 		n.passOpen++
 		return &passthroughFile{f}
 	}
@@ -377,6 +383,14 @@ func (n *Node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) 
 		return en
 	}
 	out.Ino = e.Ino
+	h.mu.RLock()
+	below := h.lower || h.readFd >= 0
+	h.mu.RUnlock()
+	if below {
+		// The lower file keeps its links, but the union shows no name.
+		out.Nlink = 0
+	}
+	out.Nlink = uint32(n.u.IndexNlink(e, uint64(out.Nlink)))
 	return 0
 }
 
@@ -478,6 +492,22 @@ func (n *Node) reopen(e *union.Entry, flags uint32, en syscall.Errno) (fs.FileHa
 	return n.newFile(fd, &re), fuse.FOPEN_KEEP_CACHE, 0
 }
 
+// Tmpfile makes and opens an unnamed regular file (O_TMPFILE).
+func (n *Node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
+	pe, en := n.entry()
+	if en != 0 {
+		return nil, nil, 0, en
+	}
+	e, st, fd, err := n.u.Tmpfile(pe, int(flags), mode, caller(ctx))
+	if err != nil {
+		return nil, nil, 0, errno(err)
+	}
+	c := &Node{u: n.u, e: *e}
+	in := n.NewInode(ctx, c, fs.StableAttr{Mode: e.Mode, Ino: e.Ino})
+	fillAttr(&out.Attr, &st)
+	return in, in.Operations().(*Node).newFile(fd, e), fuse.FOPEN_KEEP_CACHE, 0
+}
+
 // Create makes and opens a new regular file.
 func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
 	pe, en := n.entry()
@@ -569,13 +599,28 @@ func (n *Node) Link(ctx context.Context, target fs.InodeEmbedder, name string, o
 	if !ok {
 		return nil, syscall.EXDEV
 	}
-	se, en := src.entry()
-	if en != 0 {
-		return nil, en
-	}
 	pe, en := n.entry()
 	if en != 0 {
 		return nil, en
+	}
+	se, en := src.entry()
+	if en != 0 {
+		// No name (O_TMPFILE, or unlinked while open): link the open file.
+		h := src.openFile(nil)
+		if h == nil {
+			return nil, en
+		}
+		h.mu.RLock()
+		fd, lower := h.fd, h.lower
+		h.mu.RUnlock()
+		if lower {
+			return nil, syscall.EXDEV
+		}
+		e, st, err := n.u.LinkFd(fd, pe, name)
+		if err != nil {
+			return nil, errno(err)
+		}
+		return n.child(ctx, e, &st, out), 0
 	}
 	e, st, err := n.u.Link(se, pe, name)
 	src.save(se)

@@ -233,7 +233,7 @@ func (c *checker) object(rel string, e *union.Entry, parent *union.Entry) error 
 		}
 	}
 	if xa[c.format.Name(layer.Metacopy)] && st.Mode&unix.S_IFMT == unix.S_IFREG && parent != nil {
-		if child, _, err := c.u.Lookup(parent, name); err != nil || len(child.Lower) == 0 {
+		if child, _, err := c.u.Lookup(parent, name); err != nil || child.Data == nil {
 			if err := c.problem(KindMetacopy, rel, "metadata-only copy whose data, in a lower layer, is missing", nil); err != nil {
 				return err
 			}

@@ -23,14 +23,20 @@ func (u *Union) top(e *Entry) (*layer.Layer, string) {
 // dataTop returns the layer and path of e's data: the lower file of a
 // metadata-only copy, else the visible object.
 func (u *Union) dataTop(e *Entry) (*layer.Layer, string, error) {
-	if e.Upper && e.MetaCopy {
-		if len(e.Lower) == 0 {
+	if dataBelow(e) {
+		if e.Data == nil {
 			return nil, "", fmt.Errorf("%s: the lower file holding its data is missing: %w", e.Path, unix.EIO)
 		}
-		return e.Lower[0].Layer, e.Lower[0].Path, nil
+		return e.Data.Layer, e.Data.Path, nil
 	}
 	l, p := u.top(e)
 	return l, p, nil
+}
+
+// dataBelow reports whether e's visible object is a metadata-only copy, in
+// upper or in a lower layer, whose data is e.Data.
+func dataBelow(e *Entry) bool {
+	return (e.Upper && e.MetaCopy) || (!e.Upper && e.Data != nil)
 }
 
 // Stat returns the attributes of e: its visible object's, with the union
@@ -43,9 +49,9 @@ func (u *Union) Stat(e *Entry) (unix.Stat_t, error) {
 		return st, err
 	}
 	st = u.fixStat(e, st)
-	if e.MetaCopy && len(e.Lower) > 0 {
+	if dataBelow(e) && e.Data != nil {
 		// The blocks are the data's, as kernel overlayfs reports them.
-		if dst, err := e.Lower[0].Layer.Lstat(e.Lower[0].Path); err == nil {
+		if dst, err := e.Data.Layer.Lstat(e.Data.Path); err == nil {
 			st.Blocks = dst.Blocks
 		}
 	}

@@ -62,6 +62,9 @@ func (u *Union) copiedMeanwhile(e *Entry) bool {
 	}
 	e.Upper = true
 	e.MetaCopy = st.Mode&unix.S_IFMT == unix.S_IFREG && u.hasMetacopy(e.Path)
+	if e.MetaCopy && e.Data == nil && len(e.Lower) > 0 {
+		e.Data = &e.Lower[0]
+	}
 	return true
 }
 
@@ -78,7 +81,10 @@ func (u *Union) Refresh(e *Entry) {
 	}
 	st, err := u.upper.Lstat(e.Path)
 	e.Upper = err == nil && !layer.IsWhiteout(&st) && st.Mode&unix.S_IFMT == e.Mode
-	e.MetaCopy = e.Upper && e.Mode == unix.S_IFREG && len(e.Lower) > 0 && u.hasMetacopy(e.Path)
+	e.MetaCopy = e.Upper && e.Mode == unix.S_IFREG && (e.Data != nil || len(e.Lower) > 0) && u.hasMetacopy(e.Path)
+	if e.MetaCopy && e.Data == nil {
+		e.Data = &e.Lower[0]
+	}
 }
 
 func parentOf(p string) string {
@@ -116,7 +122,7 @@ func (u *Union) copyUpOne(e *Entry, size int64) error {
 	if err != nil {
 		return err
 	}
-	tmp, err := u.buildCopy(src, &st, size)
+	tmp, err := u.buildCopy(src, &st, size, e.Data)
 	if err != nil {
 		return err
 	}
@@ -125,12 +131,12 @@ func (u *Union) copyUpOne(e *Entry, size int64) error {
 
 // buildCopy makes a copy of lower object src (st) in workdir/work and
 // returns its name there: data (the first size bytes when size >= 0; none,
-// with the metacopy mark, when size is metaOnly), owner, mode, xattrs,
-// origin and times.
+// with the metacopy mark, when size is metaOnly; from data, not src, when
+// src is a metadata-only copy), owner, mode, xattrs, origin and times.
 //
 // Order matters: owner before mode (chown clears set-id bits), xattrs after
 // owner (chown drops security.capability), times last.
-func (u *Union) buildCopy(src Object, st *unix.Stat_t, size int64) (tmp string, err error) {
+func (u *Union) buildCopy(src Object, st *unix.Stat_t, size int64, data *Object) (tmp string, err error) {
 	tmp = u.tempName()
 	defer func() {
 		if err != nil {
@@ -141,9 +147,13 @@ func (u *Union) buildCopy(src Object, st *unix.Stat_t, size int64) (tmp string, 
 	perm := st.Mode &^ unix.S_IFMT
 	switch mode {
 	case unix.S_IFREG:
-		if size == metaOnly {
+		switch {
+		case size == metaOnly:
 			err = u.makeMetaCopy(st, tmp)
-		} else {
+		case data != nil:
+			// src is itself a metadata-only copy: the data is below it.
+			err = u.copyFile(*data, st, tmp, size)
+		default:
 			err = u.copyFile(src, st, tmp, size)
 		}
 		if err != nil {

@@ -85,6 +85,49 @@ func (u *Union) Link(src, parent *Entry, name string) (*Entry, unix.Stat_t, erro
 	return e, u.fixStat(e, st), nil
 }
 
+// Tmpfile makes an unnamed regular file in directory dir (O_TMPFILE),
+// opened with flags, and returns its descriptor and entry (with no path).
+func (u *Union) Tmpfile(dir *Entry, flags int, mode uint32, owner Owner) (*Entry, unix.Stat_t, int, error) {
+	var st unix.Stat_t
+	if u.upper == nil {
+		return nil, st, -1, errReadOnly
+	}
+	u.renameMu.RLock()
+	err := u.CopyUp(dir, All)
+	u.renameMu.RUnlock()
+	if err != nil {
+		return nil, st, -1, err
+	}
+	fd, err := u.upper.Open(dir.Path, flags&^(unix.O_CREAT|unix.O_EXCL|unix.O_TRUNC|unix.O_DIRECTORY)|unix.O_TMPFILE, mode&0o7777)
+	if err != nil {
+		return nil, st, -1, err
+	}
+	if u.root && (int(owner.Uid) != os.Geteuid() || int(owner.Gid) != os.Getegid()) {
+		gid := int(owner.Gid)
+		if dst, err := u.upper.Lstat(dir.Path); err == nil && dst.Mode&unix.S_ISGID != 0 {
+			gid = int(dst.Gid)
+		}
+		if err := unix.Fchown(fd, int(owner.Uid), gid); err != nil {
+			unix.Close(fd)
+			return nil, st, -1, err
+		}
+	}
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return nil, st, -1, err
+	}
+	e := &Entry{Mode: unix.S_IFREG, Upper: true, Ino: u.Ino(st.Dev, st.Ino)}
+	return e, u.fixStat(e, st), fd, nil
+}
+
+// LinkFd gives open upper file fd (made by Tmpfile, or unlinked while open)
+// the name name in parent.
+func (u *Union) LinkFd(fd int, parent *Entry, name string) (*Entry, unix.Stat_t, error) {
+	return u.create(parent, name, nil, unix.S_IFREG, func(l *layer.Layer, rel string) error {
+		return l.LinkFd(fd, rel)
+	})
+}
+
 // create makes a new object at name in parent with build, owned by owner
 // (nil: leave as built). Where a whiteout stands, or where the owner must be
 // set, the object is built in workdir/work and renamed into place, so it

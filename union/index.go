@@ -18,6 +18,15 @@ import (
 // through the index entry. The union's link count of such an inode (names
 // shown, not links on disk) is kept in an xattr of the index entry.
 
+// IndexNlink is the union link count of e if it is an indexed inode, else
+// fallback (the count on disk).
+func (u *Union) IndexNlink(e *Entry, fallback uint64) uint64 {
+	if e.Index == "" {
+		return fallback
+	}
+	return u.indexNlink(e.Index, fallback)
+}
+
 // ThroughIndex reports whether e shows, through the index, a file that was
 // copied up under another of its names: e itself is not in upper. The
 // offline tools report and export such names as changed.
@@ -125,7 +134,7 @@ func (u *Union) copyUpIndexed(e *Entry, size int64) error {
 		return err
 	}
 	st := &lst
-	tmp, err := u.buildCopy(src, st, size)
+	tmp, err := u.buildCopy(src, st, size, e.Data)
 	if err != nil {
 		return err
 	}

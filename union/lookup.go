@@ -39,8 +39,12 @@ type Entry struct {
 	// came from a lower, else the upper object's.
 	Ino uint64
 	// MetaCopy says the upper object is a metadata-only copy of a regular
-	// lower file: its data is still Lower[0]'s (see metacopy.go).
+	// lower file, whose data is still below (see metacopy.go).
 	MetaCopy bool
+	// Data is where the data is when the visible object holds none: the
+	// lower file below an upper metadata-only copy, or below a lower one
+	// (a lower layer that was once an upper). nil otherwise.
+	Data *Object
 	// Index is the index key of a regular lower file with several names
 	// (see index.go), whether or not one of them was copied up yet; ""
 	// otherwise. Such a file's names share one union inode.
@@ -134,7 +138,7 @@ func (u *Union) Lookup(parent *Entry, name string) (*Entry, unix.Stat_t, error) 
 				}
 				if x.metacopy && e.Mode == unix.S_IFREG {
 					e.MetaCopy = true
-					e.Lower = u.metacopyData(parent, name, x.redirect)
+					e.Data = u.metacopyData(parent, name, x.redirect, nil)
 				}
 				return e, u.fixStat(e, top), nil
 			}
@@ -197,6 +201,11 @@ func (u *Union) Lookup(parent *Entry, name string) (*Entry, unix.Stat_t, error) 
 		obj := Object{Layer: cand.Layer, Path: cand.Path}
 		if !isDir {
 			e.Lower = append(e.Lower, obj)
+			if !e.Upper && u.lowerMetacopy(cand.Layer, cand.Path, &st) {
+				// A metadata-only copy in a lower layer: its data is below.
+				r, _ := cand.Layer.GetxattrString(cand.Path, u.format.Name(layer.Redirect))
+				e.Data = u.metacopyData(parent, name, r, cand.Layer)
+			}
 			if !e.Upper && st.Nlink > 1 && st.Mode&unix.S_IFMT == unix.S_IFREG && u.index != nil {
 				// Another name of this file may have been copied up: then
 				// this one shows the copy, through the index.
@@ -445,9 +454,10 @@ func originValue(st *unix.Stat_t) []byte {
 }
 
 // metacopyData finds the lower file holding the data of metadata-only copy
-// name in parent: at the same path below, or where its redirect says.
-func (u *Union) metacopyData(parent *Entry, name, redirect string) []Object {
-	for _, cand := range u.candidates(parent, name, redirect, nil) {
+// name in parent (in upper, or in layer below): at the same path further
+// down, or where its redirect says, past other metadata-only copies.
+func (u *Union) metacopyData(parent *Entry, name, redirect string, below *layer.Layer) *Object {
+	for _, cand := range u.candidates(parent, name, redirect, below) {
 		st, err := cand.Layer.Lstat(cand.Path)
 		if blocked(err) {
 			break
@@ -455,12 +465,27 @@ func (u *Union) metacopyData(parent *Entry, name, redirect string) []Object {
 		if notFound(err) {
 			continue
 		}
-		if err == nil && st.Mode&unix.S_IFMT == unix.S_IFREG {
-			return []Object{cand.Object}
+		if err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
+			break
 		}
-		break
+		if u.lowerMetacopy(cand.Layer, cand.Path, &st) {
+			continue
+		}
+		obj := cand.Object
+		return &obj
 	}
 	return nil
+}
+
+// lowerMetacopy reports whether regular file p of lower layer l (st) is a
+// metadata-only copy. Such a file has no data blocks: at most one block,
+// which holds its xattrs. Files with more cost no xattr read.
+func (u *Union) lowerMetacopy(l *layer.Layer, p string, st *unix.Stat_t) bool {
+	if st.Mode&unix.S_IFMT != unix.S_IFREG || st.Size == 0 || st.Blocks*512 > 4096 {
+		return false
+	}
+	_, err := l.Getxattr(p, u.format.Name(layer.Metacopy), nil)
+	return err == nil
 }
 
 // fixStat turns the attributes of a real object into the union object's:

@@ -43,7 +43,7 @@ func (u *Union) CopyUpMeta(e *Entry) error {
 	if err != nil {
 		return fmt.Errorf("copy up %s: %w", e.Path, err)
 	}
-	tmp, err := u.buildCopy(src, &st, metaOnly)
+	tmp, err := u.buildCopy(src, &st, metaOnly, nil)
 	if err != nil {
 		return fmt.Errorf("copy up %s: %w", e.Path, err)
 	}
@@ -52,6 +52,9 @@ func (u *Union) CopyUpMeta(e *Entry) error {
 	}
 	u.copyGen.Add(1)
 	e.Upper, e.MetaCopy = true, true
+	if e.Data == nil {
+		e.Data = &e.Lower[0]
+	}
 	return nil
 }
 

@@ -249,6 +249,13 @@ func (u *Union) openWork(wd *layer.Layer) error {
 		}
 	}
 	w, err := layer.Open(filepath.Join(u.cfg.Work, "work"))
+	if errors.Is(err, unix.EACCES) {
+		// Kernel overlayfs leaves work/ at mode 0000; it is ours to clear
+		// and reuse, as the kernel does.
+		if cerr := wd.Chmod("work", 0o700); cerr == nil {
+			w, err = layer.Open(filepath.Join(u.cfg.Work, "work"))
+		}
+	}
 	if err != nil {
 		undo()
 		return fmt.Errorf("workdir %q: %w", u.cfg.Work, unwrapPathErr(err))

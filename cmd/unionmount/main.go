@@ -174,6 +174,7 @@ func serve(c mountConfig, ready func(error)) int {
 		FsName:     c.fsName,
 		Debug:      c.debug,
 		Timeout:    c.timeout,
+		MountFlags: mountFlags(root, c.mountFlags),
 	})
 	if err != nil {
 		return fail(fmt.Errorf("mount %s: %w", c.mountpoint, err))
@@ -191,6 +192,17 @@ func serve(c mountConfig, ready func(error)) int {
 	server.Wait()
 	close(served)
 	return 0
+}
+
+// mountFlags are the generic mount options to pass on: as root, dev and
+// suid unless the command line says otherwise (as mount(8) and kernel
+// overlayfs do: a union used as a root filesystem needs device nodes and
+// set-user-ID programs); fusermount3 decides them for others.
+func mountFlags(root bool, given []string) []string {
+	if !root {
+		return given
+	}
+	return append([]string{"dev", "suid"}, given...)
 }
 
 // fuseConnection names the mount's FUSE connection in the fusectl

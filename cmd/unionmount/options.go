@@ -22,6 +22,9 @@ type mountConfig struct {
 	mountpoint string
 	// redirectSet and metacopySet: the options were given explicitly.
 	redirectSet, metacopySet bool
+	// mountFlags are the generic options that become mount flags (dev,
+	// nosuid, ...), in the order given.
+	mountFlags []string
 }
 
 func defaultConfig() mountConfig {
@@ -31,12 +34,16 @@ func defaultConfig() mountConfig {
 	}
 }
 
+// mountFlagOptions are the generic options that set mount flags.
+var mountFlagOptions = map[string]bool{
+	"dev": true, "nodev": true, "suid": true, "nosuid": true, "exec": true, "noexec": true,
+}
+
 // ignoredOptions are accepted and have no effect: mount(8)'s generic
 // options, which FUSE or mount itself handles, and kernel overlayfs tuning
 // that has no meaning here.
 var ignoredOptions = map[string]bool{
-	"rw": true, "dev": true, "nodev": true, "suid": true, "nosuid": true,
-	"exec": true, "noexec": true, "atime": true, "noatime": true,
+	"rw": true, "atime": true, "noatime": true,
 	"relatime": true, "norelatime": true, "strictatime": true,
 	"nodiratime": true, "diratime": true, "lazytime": true, "nolazytime": true,
 	"sync": true, "async": true, "dirsync": true, "defaults": true,
@@ -107,6 +114,8 @@ func parseOptions(s string, c *mountConfig) error {
 			}
 		case key == "ro" && !hasVal:
 			c.readOnly = true
+		case !hasVal && mountFlagOptions[key]:
+			c.mountFlags = append(c.mountFlags, key)
 		case key == "fsname":
 			c.fsName = val
 		case key == "timeout":
@@ -175,7 +184,9 @@ MOUNTPOINT. Without upperdir the union is read-only.
        metacopy=on|off  chmod/chown/utimes/xattrs of lower files copy no data (default on)
        volatile, fsync=0     do not fsync copied-up data
        timeout=SECONDS  kernel cache time for entries and attributes (default 30)
-       ro, and mount(8)'s generic options (accepted)
+       dev, nodev, suid, nosuid, exec, noexec   as mount(8) (root: dev,suid
+                        by default; others get nodev,nosuid from fusermount3)
+       ro, and mount(8)'s other generic options (accepted, no effect)
   -V, --version  print the version
 
 Tools for the layers of a stopped union (same -o options; NAME --help for each):

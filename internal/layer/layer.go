@@ -174,15 +174,18 @@ func (l *Layer) Lstat(rel string) (unix.Stat_t, error) {
 	return st, err
 }
 
-// Exists reports whether rel exists. A missing name, or a path through a
-// non-directory or a symlink (never followed), is "no"; other errors are
-// errors.
+// Exists reports whether rel exists. A missing name, a name too long to
+// exist, or a path through a non-directory or a symlink (never followed) is
+// "no"; other errors are errors.
 func (l *Layer) Exists(rel string) (bool, error) {
 	_, err := l.Lstat(rel)
 	if err == nil {
 		return true, nil
 	}
-	if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) || errors.Is(err, unix.ELOOP) {
+	if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) || errors.Is(err, unix.ELOOP) ||
+		errors.Is(err, unix.ENAMETOOLONG) {
+		// ENAMETOOLONG: a name that cannot exist, such as the ".wh." probe
+		// of a 255-byte name.
 		return false, nil
 	}
 	return false, err
@@ -259,6 +262,13 @@ func (l *Layer) Link(oldRel string, dst *Layer, newRel string) error {
 		return dst.at(newRel, func(ndir int, nname string) error {
 			return unix.Linkat(odir, oname, ndir, nname, 0)
 		})
+	})
+}
+
+// LinkFd makes rel a name of open file fd (an O_TMPFILE file, say).
+func (l *Layer) LinkFd(fd int, rel string) error {
+	return l.at(rel, func(dirfd int, name string) error {
+		return unix.Linkat(unix.AT_FDCWD, "/proc/self/fd/"+strconv.Itoa(fd), dirfd, name, unix.AT_SYMLINK_FOLLOW)
 	})
 }
 
