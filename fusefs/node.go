@@ -118,6 +118,9 @@ func Mount(u *union.Union, mountpoint string, o Options) (*fuse.Server, error) {
 			// file for them); we apply the umask (see aclUmask).
 			EnableAcl:         true,
 			ExtraCapabilities: fuse.CAP_DONT_MASK,
+			// Every change goes through this mount, so the kernel need not
+			// check mtimes (a GETATTR per open) to keep its page cache.
+			ExplicitDataCacheControl: true,
 			// The kernel checks permissions on the merged attributes.
 			Options: []string{"default_permissions"},
 		},

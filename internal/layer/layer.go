@@ -117,8 +117,24 @@ func (l *Layer) Open(rel string, flags int, mode uint32) (int, error) {
 		rel = "."
 	}
 	flags &= openFlags
+	if rel != "." {
+		// From the cached parent directory: one component to resolve.
+		var fd int
+		err := l.at(rel, func(dirfd int, name string) error {
+			var err error
+			fd, err = openBeneath(dirfd, name, flags, mode)
+			return err
+		})
+		return fd, err
+	}
+	return openBeneath(l.fd, rel, flags, mode)
+}
+
+// openBeneath is openat2 of rel under dirfd, never leaving it and following
+// no symlink.
+func openBeneath(dirfd int, rel string, flags int, mode uint32) (int, error) {
 	for {
-		fd, err := unix.Openat2(l.fd, rel, &unix.OpenHow{
+		fd, err := unix.Openat2(dirfd, rel, &unix.OpenHow{
 			Flags:   uint64(flags | unix.O_NOFOLLOW | unix.O_CLOEXEC),
 			Mode:    uint64(mode),
 			Resolve: beneath,
