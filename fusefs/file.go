@@ -213,8 +213,29 @@ func (f *fileHandle) changeable() (int, syscall.Errno) {
 	return f.fd, 0
 }
 
+// detach makes an open lower file that has no name any more changeable:
+// its data and metadata are copied into an unnamed upper file, which the
+// handle then uses.
+func (f *fileHandle) detach(u *union.Union) syscall.Errno {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.lower {
+		return 0
+	}
+	fd, err := u.CopyOpenFile(f.fd)
+	if err != nil {
+		return errno(err)
+	}
+	f.retired = append(f.retired, f.fd)
+	f.fd, f.lower = fd, false
+	return 0
+}
+
 // setattrFd applies a to the open file.
-func (f *fileHandle) setattrFd(a union.SetAttr) syscall.Errno {
+func (f *fileHandle) setattrFd(u *union.Union, a union.SetAttr) syscall.Errno {
+	if en := f.detach(u); en != 0 {
+		return en
+	}
 	if a.Size != nil {
 		if en := f.materialize(); en != 0 {
 			return en
@@ -285,7 +306,12 @@ func (f *fileHandle) materialize() syscall.Errno {
 }
 
 // xattrFd runs an xattr call on the open file; write says it changes it.
-func (f *fileHandle) xattrFd(write bool, op func(fd int) error) syscall.Errno {
+func (f *fileHandle) xattrFd(u *union.Union, write bool, op func(fd int) error) syscall.Errno {
+	if write {
+		if en := f.detach(u); en != 0 {
+			return en
+		}
+	}
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	fd := f.fd

@@ -12,7 +12,6 @@ import (
 	"errors"
 	"log/slog"
 	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -21,6 +20,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 
+	"github.com/unionmount/unionmount/internal/layer"
 	"github.com/unionmount/unionmount/union"
 )
 
@@ -422,7 +422,7 @@ func (n *Node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 		if h == nil {
 			return en
 		}
-		if en := h.setattrFd(a); en != 0 {
+		if en := h.setattrFd(n.u, a); en != 0 {
 			return en
 		}
 		return n.Getattr(ctx, h, out)
@@ -750,7 +750,7 @@ func (n *Node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errn
 	e, en := n.entry()
 	if en != 0 {
 		en = n.xattrFd(en, false, "", func(fd int) error {
-			all, err := listxattrFd(fd)
+			all, err := layer.ListxattrFd(fd)
 			for _, a := range all {
 				if !n.u.Format().IsPrivate(a) {
 					names = append(names, a)
@@ -799,29 +799,7 @@ func (n *Node) xattrFd(en syscall.Errno, write bool, attr string, op func(fd int
 		}
 		return syscall.ENODATA
 	}
-	return h.xattrFd(write, op)
-}
-
-// listxattrFd lists the xattr names of an open file.
-func listxattrFd(fd int) ([]string, error) {
-	buf := make([]byte, 1024)
-	for {
-		n, err := unix.Flistxattr(fd, buf)
-		if err == unix.ERANGE {
-			buf = make([]byte, 4*len(buf))
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		var names []string
-		for _, s := range strings.Split(string(buf[:n]), "\x00") {
-			if s != "" {
-				names = append(names, s)
-			}
-		}
-		return names, nil
-	}
+	return h.xattrFd(n.u, write, op)
 }
 
 // Statfs reports the upper filesystem's space.

@@ -367,3 +367,58 @@ func copyRangeRW(out, in int, off, n int64) error {
 	}
 	return nil
 }
+
+// CopyOpenFile copies open lower file in, which has no name in the union
+// any more (unlinked while open), into an unnamed upper file (O_TMPFILE in
+// workdir/work) with its data and metadata, and returns that file open for
+// reading and writing: a change through a descriptor of it must not reach
+// the lower file, and there is no path to copy it up to.
+func (u *Union) CopyOpenFile(in int) (int, error) {
+	if u.upper == nil {
+		return -1, errReadOnly
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(in, &st); err != nil {
+		return -1, err
+	}
+	out, err := u.work.Open("", unix.O_TMPFILE|unix.O_RDWR, 0o600)
+	if err != nil {
+		return -1, fmt.Errorf("copy up an unlinked file: %w", err)
+	}
+	fail := func(err error) (int, error) {
+		unix.Close(out)
+		return -1, fmt.Errorf("copy up an unlinked file: %w", err)
+	}
+	if err := copyData(out, in, st.Size, true); err != nil {
+		return fail(err)
+	}
+	if u.root {
+		if err := unix.Fchown(out, int(st.Uid), int(st.Gid)); err != nil {
+			return fail(err)
+		}
+	}
+	if err := unix.Fchmod(out, st.Mode&^unix.S_IFMT); err != nil {
+		return fail(err)
+	}
+	names, err := layer.ListxattrFd(in)
+	if err != nil {
+		return fail(err)
+	}
+	buf := make([]byte, 64*1024)
+	for _, n := range names {
+		if u.format.IsPrivate(n) {
+			continue
+		}
+		sz, err := unix.Fgetxattr(in, n, buf)
+		if err != nil {
+			return fail(err)
+		}
+		if err := unix.Fsetxattr(out, n, buf[:sz], 0); err != nil && !ignorableXattrErr(err) {
+			return fail(err)
+		}
+	}
+	if err := unix.UtimesNanoAt(out, "", []unix.Timespec{st.Atim, st.Mtim}, unix.AT_EMPTY_PATH); err != nil {
+		return fail(err)
+	}
+	return out, nil
+}

@@ -368,9 +368,20 @@ func (l *Layer) Listxattr(rel string) ([]string, error) {
 }
 
 func listxattr(p string) ([]string, error) {
+	return listNames(func(buf []byte) (int, error) { return unix.Llistxattr(p, buf) })
+}
+
+// ListxattrFd lists the attribute names of open file fd.
+func ListxattrFd(fd int) ([]string, error) {
+	return listNames(func(buf []byte) (int, error) { return unix.Flistxattr(fd, buf) })
+}
+
+// listNames runs a listxattr call, growing the buffer as needed, and splits
+// the names. A filesystem without xattrs has none.
+func listNames(call func(buf []byte) (int, error)) ([]string, error) {
 	buf := make([]byte, 256)
 	for {
-		n, err := unix.Llistxattr(p, buf)
+		n, err := call(buf)
 		if errors.Is(err, unix.ERANGE) {
 			buf = make([]byte, 4*len(buf))
 			continue
