@@ -30,6 +30,7 @@ type fileHandle struct {
 	// data yet). The first write copies the data up through node first.
 	readFd int
 	node   *Node
+	flags  int // the open flags, to reopen the complete copy
 }
 
 // passthroughFile is a handle whose reads and writes the kernel does itself
@@ -93,19 +94,21 @@ func (f *fileHandle) ensureData() syscall.Errno {
 	} else if en != 0 {
 		return en
 	}
-	f.finishPending()
+	// completeData switched every handle of the node, this one included.
 	return 0
 }
 
-// finishPending: the data is in upper now; reads go to fd.
-func (f *fileHandle) finishPending() {
+// finishPending: the data is in upper now, in a new file (see
+// union.completeMetaCopy): reads and writes go to fd, opened on it.
+func (f *fileHandle) finishPending(fd int) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.readFd >= 0 {
 		f.retired = append(f.retired, f.readFd)
 		f.readFd = -1
 	}
-	f.node = nil
+	f.retired = append(f.retired, f.fd)
+	f.fd, f.node = fd, nil
 }
 
 // Write writes at off.

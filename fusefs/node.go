@@ -193,7 +193,14 @@ func (n *Node) save(e *union.Entry) {
 	n.mu.Unlock()
 	for _, f := range files {
 		if f.readFd >= 0 {
-			f.finishPending() // opened for writing: its fd is the copy
+			// Opened for writing on the metadata-only copy: reopen the
+			// complete one with the same flags.
+			fd, err := n.u.Open(e, f.flags&^(unix.O_CREAT|unix.O_EXCL|unix.O_TRUNC))
+			if err != nil {
+				slog.Warn("reopen after copy-up", "path", e.Path, "err", err)
+				continue
+			}
+			f.finishPending(fd)
 			continue
 		}
 		fd, err := n.u.Open(e, unix.O_RDONLY)
@@ -231,8 +238,8 @@ func (n *Node) newFile(fd int, e *union.Entry) fs.FileHandle {
 
 // newPendingFile wraps a handle opened for writing on a metadata-only copy
 // (see union.OpenDeferred): it reads from rfd until its first write.
-func (n *Node) newPendingFile(wfd, rfd int) fs.FileHandle {
-	f := &fileHandle{fd: wfd, readFd: rfd, node: n}
+func (n *Node) newPendingFile(wfd, rfd, flags int) fs.FileHandle {
+	f := &fileHandle{fd: wfd, readFd: rfd, node: n, flags: flags}
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.register(f)
@@ -459,7 +466,7 @@ func (n *Node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 			return nil, 0, errno(err)
 		}
 		if ok {
-			return n.newPendingFile(wfd, rfd), fuse.FOPEN_KEEP_CACHE, 0
+			return n.newPendingFile(wfd, rfd, int(flags)), fuse.FOPEN_KEEP_CACHE, 0
 		}
 	}
 	fd, err := n.u.Open(e, int(flags))

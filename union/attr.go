@@ -3,6 +3,7 @@ package union
 import (
 	"errors"
 	"fmt"
+	"strconv"
 
 	"golang.org/x/sys/unix"
 
@@ -48,6 +49,9 @@ func (u *Union) Stat(e *Entry) (unix.Stat_t, error) {
 	if err != nil {
 		return st, err
 	}
+	if st.Mode&unix.S_IFMT != e.Mode {
+		return st, unix.ENOENT // renamed away meanwhile; something else is there
+	}
 	st = u.fixStat(e, st)
 	if dataBelow(e) && e.Data != nil {
 		// The blocks are the data's, as kernel overlayfs reports them.
@@ -81,7 +85,11 @@ func (u *Union) SyncDir(e *Entry) error {
 // Readlink returns the target of symlink e.
 func (u *Union) Readlink(e *Entry) (string, error) {
 	l, p := u.top(e)
-	return l.Readlink(p)
+	t, err := l.Readlink(p)
+	if errors.Is(err, unix.EINVAL) {
+		return "", unix.ENOENT // renamed away meanwhile: no symlink there now
+	}
+	return t, err
 }
 
 // Open opens e's visible object. Opening for writing or with O_TRUNC copies
@@ -103,7 +111,7 @@ func (u *Union) Open(e *Entry, flags int) (int, error) {
 		if err != nil {
 			return -1, err
 		}
-		return u.upper.Open(e.Path, flags, 0)
+		return u.openChecked(u.upper, e.Path, flags, e.Mode)
 	}
 	l, p, err := u.dataTop(e)
 	if err != nil {
@@ -112,8 +120,58 @@ func (u *Union) Open(e *Entry, flags int) (int, error) {
 	if l != u.upper {
 		flags |= unix.O_NOATIME
 	}
-	return l.Open(p, flags, 0)
+	return u.openChecked(l, p, flags, e.Mode)
 }
+
+// openChecked opens p in l and makes sure it is still an object of e's type:
+// a rename racing with the request may have put something else, or a
+// whiteout (a device, ENXIO), at the name. Then the name is gone: ENOENT.
+func (u *Union) openChecked(l *layer.Layer, p string, flags int, mode uint32) (int, error) {
+	fd, err := l.Open(p, flags, 0)
+	if (errors.Is(err, unix.ENXIO) || errors.Is(err, unix.ENODEV)) && mode != unix.S_IFCHR && mode != unix.S_IFBLK && mode != unix.S_IFIFO && mode != unix.S_IFSOCK {
+		return -1, unix.ENOENT // a device, a whiteout, is at the name now
+	}
+	if errors.Is(err, unix.ELOOP) && mode != unix.S_IFLNK {
+		return -1, unix.ENOENT // a symlink is at the name now
+	}
+	if err != nil {
+		return -1, err
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	if st.Mode&unix.S_IFMT != mode {
+		unix.Close(fd)
+		return -1, unix.ENOENT
+	}
+	return fd, nil
+}
+
+// upperObject opens upper path p with O_PATH and makes sure it still holds
+// an object of type mode: a rename racing with the request may have put
+// something else (a symlink, a whiteout) at the name; then ENOENT. Changes
+// are then made through the descriptor, to exactly that object.
+func (u *Union) upperObject(p string, mode uint32) (int, error) {
+	fd, err := u.upper.Open(p, unix.O_PATH, 0)
+	if err != nil {
+		return -1, err
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	if layer.IsWhiteout(&st) || st.Mode&unix.S_IFMT != mode {
+		unix.Close(fd)
+		return -1, unix.ENOENT
+	}
+	return fd, nil
+}
+
+// procFd names open descriptor fd for calls that take a path.
+func procFd(fd int) string { return "/proc/self/fd/" + strconv.Itoa(fd) }
 
 // SetAttr says which attributes to change; nil fields stay as they are.
 type SetAttr struct {
@@ -140,6 +198,11 @@ func (u *Union) SetAttr(e *Entry, a SetAttr) error {
 	if err != nil {
 		return err
 	}
+	obj, err := u.upperObject(e.Path, e.Mode)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(obj)
 	if a.Uid != nil || a.Gid != nil {
 		uid, gid := -1, -1
 		if a.Uid != nil {
@@ -148,17 +211,20 @@ func (u *Union) SetAttr(e *Entry, a SetAttr) error {
 		if a.Gid != nil {
 			gid = int(*a.Gid)
 		}
-		if err := u.upper.Lchown(e.Path, uid, gid); err != nil {
+		if err := unix.Fchownat(obj, "", uid, gid, unix.AT_EMPTY_PATH); err != nil {
 			return err
 		}
 	}
 	if a.Mode != nil {
-		if err := u.upper.Chmod(e.Path, *a.Mode&^unix.S_IFMT); err != nil {
+		if e.Mode == unix.S_IFLNK {
+			return unix.EOPNOTSUPP
+		}
+		if err := unix.Chmod(procFd(obj), *a.Mode&^unix.S_IFMT); err != nil {
 			return err
 		}
 	}
 	if a.Size != nil {
-		fd, err := u.upper.Open(e.Path, unix.O_WRONLY, 0)
+		fd, err := unix.Open(procFd(obj), unix.O_WRONLY|unix.O_CLOEXEC, 0)
 		if err != nil {
 			return err
 		}
@@ -176,7 +242,7 @@ func (u *Union) SetAttr(e *Entry, a SetAttr) error {
 		if a.Mtime != nil {
 			ts[1] = *a.Mtime
 		}
-		if err := u.upper.Lutimes(e.Path, ts); err != nil {
+		if err := unix.UtimesNanoAt(obj, "", ts, unix.AT_EMPTY_PATH); err != nil {
 			return err
 		}
 	}
@@ -223,7 +289,12 @@ func (u *Union) Setxattr(e *Entry, name string, value []byte, flags int) error {
 	if err != nil {
 		return err
 	}
-	return u.upper.Setxattr(e.Path, name, value, flags)
+	obj, err := u.upperObject(e.Path, e.Mode)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(obj)
+	return unix.Setxattr(procFd(obj), name, value, flags)
 }
 
 // Removexattr removes xattr name of e, copying it up only if it has it.
@@ -249,5 +320,10 @@ func (u *Union) Removexattr(e *Entry, name string) error {
 	if err != nil {
 		return err
 	}
-	return u.upper.Removexattr(e.Path, name)
+	obj, err := u.upperObject(e.Path, e.Mode)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(obj)
+	return unix.Removexattr(procFd(obj), name)
 }

@@ -141,6 +141,7 @@ func (u *Union) buildCopy(src Object, st *unix.Stat_t, size int64, data *Object)
 	defer func() {
 		if err != nil {
 			_ = removeAll(u.work, tmp)
+			_ = unix.Syncfs(u.work.FD()) // see removeAll's space given back at once
 		}
 	}()
 	mode := st.Mode & unix.S_IFMT
@@ -346,6 +347,25 @@ func copyRange(out, in int, off, n int64) error {
 	return nil
 }
 
+// pwriteAll writes all of b at off: a short write (a filesystem filling
+// up) is retried for the rest, which then fails with the real error.
+func pwriteAll(fd int, b []byte, off int64) error {
+	for len(b) > 0 {
+		w, err := unix.Pwrite(fd, b, off)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("write: %w", err)
+		}
+		if w == 0 {
+			return fmt.Errorf("write: %w", unix.ENOSPC)
+		}
+		b, off = b[w:], off+int64(w)
+	}
+	return nil
+}
+
 func copyRangeRW(out, in int, off, n int64) error {
 	buf := make([]byte, 1<<20)
 	for n > 0 {
@@ -359,8 +379,8 @@ func copyRangeRW(out, in int, off, n int64) error {
 		if c == 0 {
 			return fmt.Errorf("read: %w", io.ErrUnexpectedEOF)
 		}
-		if _, err := unix.Pwrite(out, buf[:c], off); err != nil {
-			return fmt.Errorf("write: %w", err)
+		if err := pwriteAll(out, buf[:c], off); err != nil {
+			return err
 		}
 		off += int64(c)
 		n -= int64(c)

@@ -188,6 +188,9 @@ func (u *Union) create(parent *Entry, name string, owner *Owner, mode uint32, bu
 	} else if err := u.buildInWork(p, mode, owner, whiteout, opaque, uid, gid, build); err != nil {
 		return nil, st, err
 	}
+	if isDir {
+		u.forgetSubdirs(&parent.Path)
+	}
 	st, err := u.upper.Lstat(p)
 	if err != nil {
 		return nil, st, fmt.Errorf("create %s: %w", p, err)

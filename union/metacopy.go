@@ -1,7 +1,6 @@
 package union
 
 import (
-	"errors"
 	"fmt"
 
 	"golang.org/x/sys/unix"
@@ -13,10 +12,11 @@ import (
 // regular file copy up its metadata only: the upper file is sparse at the
 // lower file's size and carries the metacopy xattr; its data is read from
 // the lower file. Kernel overlayfs writes and reads the same format with
-// -o metacopy=on. The first change to the data (open for writing,
-// truncate, link, rename) completes the copy: the data is copied into the
-// upper file in place, synced, and only then the xattr removed, so a crash
-// at any point leaves either the lower data in force or the complete copy.
+// -o metacopy=on. The first change to the data (a write, truncate, link,
+// rename) completes the copy: a complete file is built in workdir/work and
+// renamed over the metadata-only one, so a crash or a full disk at any
+// point leaves either the metadata-only copy (the lower data in force) or
+// the complete copy.
 
 // CopyUpMeta copies up e's metadata, and its data too where a metadata-only
 // copy is not possible (not a regular file, several names, metacopy off).
@@ -67,9 +67,13 @@ func (u *Union) hasMetacopy(p string) bool {
 	return err == nil
 }
 
-// completeMetaCopy copies the data of metadata-only copy e into it (only
-// the first size bytes when size >= 0) and drops the metacopy mark.
-func (u *Union) completeMetaCopy(e *Entry, size int64) error {
+// completeMetaCopy replaces metadata-only copy e with a complete one (only
+// the first size bytes when size >= 0): the data from below and the upper
+// file's own metadata, built in workdir/work and renamed over it, so that a
+// failure (ENOSPC, EDQUOT) or a crash leaves the metadata-only copy as it
+// was and takes no space. The upper inode changes: handles open on the old
+// one must reopen.
+func (u *Union) completeMetaCopy(e *Entry, size int64) (err error) {
 	unlock := u.copyLocks.lock(e.Path)
 	defer unlock()
 	if !u.hasMetacopy(e.Path) {
@@ -93,29 +97,66 @@ func (u *Union) completeMetaCopy(e *Entry, size int64) error {
 	if err := unix.Fstat(in, &lst); err != nil {
 		return err
 	}
-	out, err := u.upper.Open(e.Path, unix.O_WRONLY, 0)
-	if err != nil {
-		return err
-	}
-	defer unix.Close(out)
 	n := min(ust.Size, lst.Size)
 	if size >= 0 && size < n {
 		n = size
 	}
-	if err := copyData(out, in, n, n == lst.Size && n == ust.Size); err != nil {
-		return fmt.Errorf("complete copy-up of %s: %w", e.Path, err)
+	tmp := u.tempName()
+	defer func() {
+		if err != nil {
+			_ = removeAll(u.work, tmp)
+			_ = unix.Syncfs(u.work.FD()) // see the space given back at once
+			err = fmt.Errorf("complete copy-up of %s: %w", e.Path, err)
+		}
+	}()
+	out, err := u.work.Open(tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(out)
+	if err := copyData(out, in, n, n == lst.Size); err != nil {
+		return err
+	}
+	if u.root {
+		if err := unix.Fchown(out, int(ust.Uid), int(ust.Gid)); err != nil {
+			return err
+		}
+	}
+	if err := unix.Fchmod(out, ust.Mode&^unix.S_IFMT); err != nil {
+		return err
+	}
+	names, err := u.upper.Listxattr(e.Path)
+	if err != nil {
+		return err
+	}
+	for _, name := range names {
+		if name == u.format.Name(layer.Metacopy) {
+			continue
+		}
+		v, err := u.upper.GetxattrString(e.Path, name)
+		if err != nil {
+			return err
+		}
+		if err := unix.Fsetxattr(out, name, []byte(v), 0); err != nil && !ignorableXattrErr(err) {
+			return err
+		}
 	}
 	if !u.cfg.NoFsync {
 		if err := unix.Fsync(out); err != nil {
-			return fmt.Errorf("complete copy-up of %s: fsync: %w", e.Path, err)
+			return fmt.Errorf("fsync: %w", err)
 		}
 	}
 	// Writing the data is not a change of the file's: keep its times.
-	if err := unix.UtimesNanoAt(out, "", []unix.Timespec{ust.Atim, ust.Mtim}, unix.AT_EMPTY_PATH); err != nil && !errors.Is(err, unix.ENOENT) {
+	if err := unix.UtimesNanoAt(out, "", []unix.Timespec{ust.Atim, ust.Mtim}, unix.AT_EMPTY_PATH); err != nil {
 		return err
 	}
-	if err := u.upper.Removexattr(e.Path, u.format.Name(layer.Metacopy)); err != nil {
-		return fmt.Errorf("complete copy-up of %s: %w", e.Path, err)
+	parent := parentOf(e.Path)
+	pst, perr := u.upper.Lstat(parent)
+	if err := u.work.Rename(tmp, u.upper, e.Path, 0); err != nil {
+		return err
+	}
+	if perr == nil {
+		_ = u.upper.Lutimes(parent, []unix.Timespec{pst.Atim, pst.Mtim})
 	}
 	u.copyGen.Add(1)
 	e.MetaCopy = false

@@ -23,7 +23,7 @@ import (
 // Root, Resolve, Lookup, ReadDir, Stat, Open read-only, Readlink, Getxattr,
 // Listxattr and Walk.
 func Offline(cfg Config) (*Union, error) {
-	u := &Union{cfg: cfg, lock: -1, devs: map[uint64]uint64{}, root: os.Geteuid() == 0}
+	u := &Union{cfg: cfg, lock: -1, devs: map[uint64]uint64{}, subdirs: map[string]int{}, root: os.Geteuid() == 0}
 	if cfg.UserXattr || !u.root {
 		u.format = layer.Format{Prefix: layer.UserPrefix}
 	} else {

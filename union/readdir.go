@@ -43,18 +43,53 @@ func (u *Union) ReadDir(e *Entry) ([]DirEntry, error) {
 
 // SubdirCount is the number of directories in the merged listing of e, for
 // the directory's link count (2 + subdirectories).
+//
+// Counts are cached by path: they change only by mkdir and rmdir in the
+// directory (which drop its entry) and by renames (which drop them all).
 func (u *Union) SubdirCount(e *Entry) (int, error) {
+	u.subdirsMu.Lock()
+	n, ok := u.subdirs[e.Path]
+	gen := u.subdirsGen
+	u.subdirsMu.Unlock()
+	if ok {
+		return n, nil
+	}
 	ents, err := u.readDir(e, false)
 	if err != nil {
 		return 0, err
 	}
-	n := 0
+	n = 0
 	for _, d := range ents {
 		if d.Mode == unix.S_IFDIR {
 			n++
 		}
 	}
+	u.subdirsMu.Lock()
+	if len(u.subdirs) > subdirsMax {
+		clear(u.subdirs)
+	}
+	if u.subdirsGen == gen {
+		// Not if a change came while we counted: it may be missing.
+		u.subdirs[e.Path] = n
+	}
+	u.subdirsMu.Unlock()
 	return n, nil
+}
+
+// subdirsMax bounds the cache of subdirectory counts.
+const subdirsMax = 1 << 16
+
+// forgetSubdirs drops the cached subdirectory count of directory p, or all
+// of them when p is nil (a rename moves whole trees).
+func (u *Union) forgetSubdirs(p *string) {
+	u.subdirsMu.Lock()
+	defer u.subdirsMu.Unlock()
+	u.subdirsGen++
+	if p == nil {
+		clear(u.subdirs)
+		return
+	}
+	delete(u.subdirs, *p)
 }
 
 func (u *Union) readDir(e *Entry, withIno bool) ([]DirEntry, error) {

@@ -32,6 +32,9 @@ func (u *Union) remove(parent *Entry, name string, dir bool) error {
 	if err := u.indexBeforeRemove(e); err != nil {
 		return err
 	}
+	if dir {
+		defer u.forgetSubdirs(&parent.Path)
+	}
 	if err := u.removeEntry(parent, name, e, dir); err != nil {
 		return err
 	}

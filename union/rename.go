@@ -27,6 +27,7 @@ func (u *Union) Rename(oldParent *Entry, oldName string, newParent *Entry, newNa
 	}
 	u.renameMu.Lock()
 	defer u.renameMu.Unlock()
+	defer u.forgetSubdirs(nil)
 	src, _, err := u.Lookup(oldParent, oldName)
 	if err != nil {
 		return err

@@ -84,6 +84,10 @@ type Union struct {
 	devMu sync.Mutex
 	devs  map[uint64]uint64 // st_dev -> small fs index for inode numbers
 
+	subdirsMu  sync.Mutex
+	subdirs    map[string]int // merged directory path -> subdirectories (see SubdirCount)
+	subdirsGen uint64         // counts forgetSubdirs calls
+
 	renameMu  sync.RWMutex
 	copyLocks keyedMutex
 	tmpSeq    atomic.Uint64
@@ -100,7 +104,7 @@ var (
 // New opens and checks the layers of cfg. On any error nothing was written
 // and the error names the option or path at fault.
 func New(cfg Config) (*Union, error) {
-	u := &Union{cfg: cfg, lock: -1, devs: map[uint64]uint64{}, root: os.Geteuid() == 0}
+	u := &Union{cfg: cfg, lock: -1, devs: map[uint64]uint64{}, subdirs: map[string]int{}, root: os.Geteuid() == 0}
 	if cfg.UserXattr || !u.root {
 		u.format = layer.Format{Prefix: layer.UserPrefix}
 	} else {

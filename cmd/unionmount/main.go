@@ -18,6 +18,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"runtime/pprof"
 	"strconv"
 	"strings"
@@ -183,6 +184,9 @@ func serve(c mountConfig, ready func(error)) int {
 		return fail(fmt.Errorf("mount %s: %w", c.mountpoint, err))
 	}
 	conn := fuseConnection(c.mountpoint)
+	if path := os.Getenv("UNIONMOUNT_DEBUG_STATS"); path != "" {
+		go debugStats(path)
+	}
 	ready(nil)
 	served := make(chan struct{})
 	go func() {
@@ -203,6 +207,23 @@ func mountFlags(root bool, given []string) []string {
 		return given
 	}
 	return append([]string{"dev", "suid"}, given...)
+}
+
+// debugStats, for tests: on each SIGUSR1, (over)write path with the
+// daemon's goroutine count and heap in use, by a rename so that a reader
+// never sees half a line.
+func debugStats(path string) {
+	usr1 := make(chan os.Signal, 1)
+	signal.Notify(usr1, syscall.SIGUSR1)
+	for range usr1 {
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		line := fmt.Sprintf("goroutines=%d heap_inuse=%d\n", runtime.NumGoroutine(), ms.HeapInuse)
+		tmp := path + ".tmp"
+		if os.WriteFile(tmp, []byte(line), 0o644) == nil {
+			_ = os.Rename(tmp, path)
+		}
+	}
 }
 
 // fuseConnection names the mount's FUSE connection in the fusectl
