@@ -10,6 +10,7 @@ package fusefs
 import (
 	"context"
 	"errors"
+	"hash/fnv"
 	"log/slog"
 	"strconv"
 	"sync"
@@ -318,12 +319,41 @@ func (n *Node) child(ctx context.Context, e *union.Entry, st *unix.Stat_t, out *
 	c.e.Path = ""
 	// Names of one inode share a node (lower hard links stay one inode
 	// after copy-up: see union/index.go).
-	in := n.NewInode(ctx, c, fs.StableAttr{Mode: e.Mode, Ino: e.Ino})
+	id := fs.StableAttr{Mode: e.Mode, Ino: e.Ino}
+	in := n.NewInode(ctx, c, id)
 	if old, ok := in.Operations().(*Node); ok && old != c {
-		old.save(e)
+		if collides(old, e) {
+			// Two visible objects with one inode number (an origin whose
+			// lower file is visible elsewhere too, after layers were
+			// changed offline): give this name a node of its own.
+			h := fnv.New64a()
+			h.Write([]byte(e.Path))
+			id.Gen = h.Sum64() | 1
+			c = &Node{u: n.u, e: *e}
+			c.e.Path = ""
+			in = n.NewInode(ctx, c, id)
+			old, _ = in.Operations().(*Node)
+		}
+		if old != c {
+			old.save(e)
+		}
 	}
 	fillAttr(&out.Attr, st)
 	return in
+}
+
+// collides reports whether e, found under another name than old's, is
+// another object than old's although it has the same inode number.
+// Several names of one object are normal (hard links: indexed lower ones,
+// upper ones, which then share the real inode).
+func collides(old *Node, e *union.Entry) bool {
+	old.mu.Lock()
+	oe := old.e
+	old.mu.Unlock()
+	if e.IsDir() || oe.Index != "" || e.Index != "" || oe.Real == e.Real || oe.Real == [2]uint64{} {
+		return false
+	}
+	return old.Path(nil) != e.Path
 }
 
 func caller(ctx context.Context) union.Owner {

@@ -45,6 +45,10 @@ type Entry struct {
 	// lower file below an upper metadata-only copy, or below a lower one
 	// (a lower layer that was once an upper). nil otherwise.
 	Data *Object
+	// Real is the device and inode number of the visible object itself (the
+	// union's Ino may come from an origin): two entries with one Ino but
+	// different Real, both visible, are two objects (see fusefs).
+	Real [2]uint64
 	// Index is the index key of a regular lower file with several names
 	// (see index.go), whether or not one of them was copied up yet; ""
 	// otherwise. Such a file's names share one union inode.
@@ -491,6 +495,7 @@ func (u *Union) lowerMetacopy(l *layer.Layer, p string, st *unix.Stat_t) bool {
 // fixStat turns the attributes of a real object into the union object's:
 // the union inode number, and an indexed inode's union link count.
 func (u *Union) fixStat(e *Entry, st unix.Stat_t) unix.Stat_t {
+	e.Real = [2]uint64{st.Dev, st.Ino}
 	st.Ino = e.Ino
 	if e.Index != "" {
 		st.Nlink = u.indexNlink(e.Index, st.Nlink)
