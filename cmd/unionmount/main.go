@@ -117,9 +117,16 @@ func daemon(c mountConfig, fdStr string) int {
 	}
 	notify := os.NewFile(uintptr(fd), "notify")
 	os.Unsetenv(notifyEnv)
+	// Let go of the caller's terminal and pipes (a caller reading a pipe to
+	// its end would wait for the daemon), but keep a log file as stderr.
+	std := []int{0, 1, 2}
+	var st unix.Stat_t
+	if unix.Fstat(2, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFREG {
+		std = std[:2]
+	}
 	if devnull, err := os.OpenFile(os.DevNull, os.O_RDWR, 0); err == nil {
-		for _, std := range []int{0, 1, 2} {
-			_ = unix.Dup2(int(devnull.Fd()), std)
+		for _, fd := range std {
+			_ = unix.Dup2(int(devnull.Fd()), fd)
 		}
 		devnull.Close()
 	}

@@ -375,7 +375,11 @@ func unmount(t *testing.T, mnt string) {
 		_ = unix.Unmount(mnt, unix.MNT_DETACH)
 	}
 	if h.pid != 0 && !waitExited(h.pid, unmountTimeout) {
-		t.Errorf("unionmount daemon %d still running %v after unmounting %s; killing it", h.pid, unmountTimeout, mnt)
+		t.Errorf("unionmount daemon %d still running %v after unmounting %s; killing it (its goroutines are in the log below)", h.pid, unmountTimeout, mnt)
+		// SIGQUIT makes the Go runtime write every goroutine's stack to
+		// the daemon's log: where it hangs.
+		_ = syscall.Kill(h.pid, syscall.SIGQUIT)
+		waitExited(h.pid, 2*time.Second)
 		_ = syscall.Kill(h.pid, syscall.SIGKILL)
 		waitExited(h.pid, unmountTimeout)
 	}
