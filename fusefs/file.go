@@ -219,15 +219,23 @@ func (f *fileHandle) changeable() (int, syscall.Errno) {
 // detach makes an open lower file that has no name any more changeable:
 // its data and metadata are copied into an unnamed upper file, which the
 // handle then uses.
-func (f *fileHandle) detach(u *union.Union) syscall.Errno {
+//
+// A lower file with other names still has their shared copy in the index
+// (made when this name was removed): that is the file to change.
+func (f *fileHandle) detach(u *union.Union, indexKey string) syscall.Errno {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if !f.lower {
 		return 0
 	}
-	fd, err := u.CopyOpenFile(f.fd)
+	fd, ok, err := u.OpenIndex(indexKey)
 	if err != nil {
 		return errno(err)
+	}
+	if !ok {
+		if fd, err = u.CopyOpenFile(f.fd); err != nil {
+			return errno(err)
+		}
 	}
 	f.retired = append(f.retired, f.fd)
 	f.fd, f.lower = fd, false
@@ -235,8 +243,8 @@ func (f *fileHandle) detach(u *union.Union) syscall.Errno {
 }
 
 // setattrFd applies a to the open file.
-func (f *fileHandle) setattrFd(u *union.Union, a union.SetAttr) syscall.Errno {
-	if en := f.detach(u); en != 0 {
+func (f *fileHandle) setattrFd(u *union.Union, indexKey string, a union.SetAttr) syscall.Errno {
+	if en := f.detach(u, indexKey); en != 0 {
 		return en
 	}
 	if a.Size != nil {
@@ -309,9 +317,9 @@ func (f *fileHandle) materialize() syscall.Errno {
 }
 
 // xattrFd runs an xattr call on the open file; write says it changes it.
-func (f *fileHandle) xattrFd(u *union.Union, write bool, op func(fd int) error) syscall.Errno {
+func (f *fileHandle) xattrFd(u *union.Union, indexKey string, write bool, op func(fd int) error) syscall.Errno {
 	if write {
-		if en := f.detach(u); en != 0 {
+		if en := f.detach(u, indexKey); en != 0 {
 			return en
 		}
 	}

@@ -44,6 +44,11 @@ type Node struct {
 	// open are all open handles, for operations on a node that has no
 	// name any more.
 	open map[*fileHandle]bool
+	// seen is the size and mtime last reported for a file whose data is
+	// below: when they change, a lower file was changed behind our back
+	// and the kernel's cached pages are dropped (see noteLower).
+	seen     [3]int64
+	seenData bool
 }
 
 // What a Node implements.
@@ -321,7 +326,11 @@ func (n *Node) child(ctx context.Context, e *union.Entry, st *unix.Stat_t, out *
 	// after copy-up: see union/index.go).
 	id := fs.StableAttr{Mode: e.Mode, Ino: e.Ino}
 	in := n.NewInode(ctx, c, id)
+	if in.Operations() == c {
+		c.noteLower(e, st)
+	}
 	if old, ok := in.Operations().(*Node); ok && old != c {
+		old.noteLower(e, st)
 		if collides(old, e) {
 			// Two visible objects with one inode number (an origin whose
 			// lower file is visible elsewhere too, after layers were
@@ -340,6 +349,25 @@ func (n *Node) child(ctx context.Context, e *union.Entry, st *unix.Stat_t, out *
 	}
 	fillAttr(&out.Attr, st)
 	return in
+}
+
+// noteLower drops the kernel's cached pages of a file whose data is in a
+// lower layer when its size or mtime differs from what was last reported:
+// the seeds forbid changing a lower while mounted, but then the new data
+// must show, not old pages padded with zeros.
+func (n *Node) noteLower(e *union.Entry, st *unix.Stat_t) {
+	if e.Mode != unix.S_IFREG || dataUpper(e) {
+		return
+	}
+	now := [3]int64{st.Size, st.Mtim.Sec, st.Mtim.Nsec}
+	n.mu.Lock()
+	changed := n.seenData && n.seen != now
+	n.seen, n.seenData = now, true
+	n.mu.Unlock()
+	if changed {
+		// Not from inside the request: the kernel may hold the inode.
+		go n.NotifyContent(0, 0)
+	}
 }
 
 // collides reports whether e, found under another name than old's, is
@@ -409,6 +437,7 @@ func (n *Node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) 
 	if en == 0 {
 		st, err := n.u.Stat(e)
 		if err == nil {
+			n.noteLower(e, &st)
 			fillAttr(&out.Attr, &st)
 			return 0
 		}
@@ -459,7 +488,7 @@ func (n *Node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 		if h == nil {
 			return en
 		}
-		if en := h.setattrFd(n.u, a); en != 0 {
+		if en := h.setattrFd(n.u, e.Index, a); en != 0 {
 			return en
 		}
 		return n.Getattr(ctx, h, out)
@@ -836,7 +865,10 @@ func (n *Node) xattrFd(en syscall.Errno, write bool, attr string, op func(fd int
 		}
 		return syscall.ENODATA
 	}
-	return h.xattrFd(n.u, write, op)
+	n.mu.Lock()
+	key := n.e.Index
+	n.mu.Unlock()
+	return h.xattrFd(n.u, key, write, op)
 }
 
 // Statfs reports the upper filesystem's space.

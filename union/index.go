@@ -27,6 +27,16 @@ func (u *Union) IndexNlink(e *Entry, fallback uint64) uint64 {
 	return u.indexNlink(e.Index, fallback)
 }
 
+// OpenIndex opens the index entry of key (the shared copy of a lower file
+// with several names) for reading and writing; ok is false if there is none.
+func (u *Union) OpenIndex(key string) (fd int, ok bool, err error) {
+	if u.indexedKey(key) == "" {
+		return -1, false, nil
+	}
+	fd, err = u.index.Open(key, unix.O_RDWR, 0)
+	return fd, err == nil, err
+}
+
 // ThroughIndex reports whether e shows, through the index, a file that was
 // copied up under another of its names: e itself is not in upper. The
 // offline tools report and export such names as changed.

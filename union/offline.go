@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 
 	"golang.org/x/sys/unix"
 
@@ -50,8 +49,11 @@ func Offline(cfg Config) (*Union, error) {
 	u.indexDevs(all...)
 	if cfg.Work != "" {
 		// Lower files with several names may read through the index.
-		if ix, err := layer.Open(filepath.Join(cfg.Work, layer.IndexDir)); err == nil {
-			u.index = ix
+		if wd, err := layer.Open(cfg.Work); err == nil {
+			if ix, err := wd.OpenLayer(layer.IndexDir); err == nil {
+				u.index = ix
+			}
+			wd.Close()
 		}
 	}
 	return u, nil

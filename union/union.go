@@ -252,12 +252,12 @@ func (u *Union) openWork(wd *layer.Layer) error {
 			_ = wd.Rmdir(layer.IndexDir)
 		}
 	}
-	w, err := layer.Open(filepath.Join(u.cfg.Work, "work"))
+	w, err := wd.OpenLayer("work")
 	if errors.Is(err, unix.EACCES) {
 		// Kernel overlayfs leaves work/ at mode 0000; it is ours to clear
 		// and reuse, as the kernel does.
 		if cerr := wd.Chmod("work", 0o700); cerr == nil {
-			w, err = layer.Open(filepath.Join(u.cfg.Work, "work"))
+			w, err = wd.OpenLayer("work")
 		}
 	}
 	if err != nil {
@@ -272,7 +272,9 @@ func (u *Union) openWork(wd *layer.Layer) error {
 		}
 		madeIndex = true
 	}
-	ix, err := layer.Open(filepath.Join(u.cfg.Work, layer.IndexDir))
+	// Beneath the workdir's descriptor, never through a symlink planted
+	// there: what goes into the index must stay in the layers.
+	ix, err := wd.OpenLayer(layer.IndexDir)
 	if err != nil {
 		undo()
 		return fmt.Errorf("workdir %q: %w", u.cfg.Work, unwrapPathErr(err))
