@@ -44,6 +44,10 @@ help:
 	@echo "  install    install $(BIN) to \$$(DESTDIR)$(BINDIR) (+ man page if present)"
 	@echo "  uninstall  remove what install put in place"
 	@echo "  clean      remove build output"
+	@echo "  fuzz       differential tester vs kernel overlayfs, unbounded, random seed (root; FUZZ_ARGS: DIFFTEST_* env, see test/e2e/difftest_test.go)"
+	@echo "  stress     stress-ng's filesystem stressors in a mount, 60 s each, 2 instances (root; STRESS_TIME, STRESS_INSTANCES, STRESS_STRESSORS)"
+	@echo "  torture    SIGKILL the daemon at 300 random moments of copy-up/rename storms, check after each (root; TORTURE_SEED, TORTURE_KILLS, TORTURE_WORKERS)"
+	@echo "  storm      16 workers on shared names for 10 min against a -race daemon (root; STORM_TIME, STORM_WORKERS)"
 	@echo "  tools-bench  time check/diff/export/import/merge on a GOROOT-sized union (root, ~15 s)"
 	@echo "  bench      benchmark vs native, kernel overlayfs, fuse-overlayfs (root, 10-30 min; BENCH_ARGS=-quick|-scale|-pprof|-h)"
 
@@ -119,15 +123,112 @@ clean:
 # root. BENCH_ARGS: -quick (smoke run), -reps N, -workloads a,b,
 # -candidates a,b, -scale (10k/100k/1M trees), -pprof [-perf], -cache warm,
 # -keep; `bin/umbench -h` lists them all. See bench/RESULTS.md.
+# It runs at nice BENCH_NICE (inherited by the daemons and workloads) so that
+# other jobs on the machine disturb it less.
 BENCH_ARGS ?=
+BENCH_NICE ?= -10
 
 .PHONY: bench
 bench:
 	bash bench/deps.sh $(if $(findstring -perf,$(BENCH_ARGS)),--perf)
 	$(GO) build -o bin/umbench ./bench/cmd/umbench
-	bin/umbench $(BENCH_ARGS)
+	nice -n $(BENCH_NICE) bin/umbench $(BENCH_ARGS)
 
 # The layer tools on a GOROOT-sized union (never part of test/CI).
 .PHONY: tools-bench
 tools-bench: build
 	bash scripts/tools-bench.sh
+
+# Real clients (test/e2e/rootfs*_test.go, podman_test.go, rootless_test.go).
+# CI runs the busybox root, Podman and rootless tests as part of `make test`;
+# these targets run one scenario alone (E2E_TIMING=1: not in parallel with
+# other tests, so the side-by-side timings it logs are clean), installing
+# what it needs first. Need root and the Debian mirror (apt's source).
+#   rootfs-debian  a debootstrap --variant=minbase bookworm root (made once,
+#                  kept in DEBIAN_ROOT) as the lower; apt-get, useradd,
+#                  ldconfig, dpkg --verify inside unionmount, kernel overlayfs
+#                  and fuse-overlayfs (E2E_LONG=1)
+#   podman-test    Podman 4.3 with unionmount as mount_program vs fuse-overlayfs
+#                  vs its native kernel overlay driver (own storage in a temp dir)
+#   rootfs-busybox the busybox root filesystem session alone
+#   rootless-test  the rootless (fusermount3, userxattr) test alone
+DEBIAN_ROOT ?= /var/tmp/unionmount-e2e/debian-bookworm-minbase
+E2E_RUN      = E2E_TIMING=1 $(GO) test -count=1 -v -timeout 30m
+
+# apt_ensure installs the Debian packages in $(1) that are missing.
+define apt_ensure
+	@missing=""; for p in $(1); do \
+		[ "$$(dpkg-query -W -f='$${Status}' $$p 2>/dev/null)" = "install ok installed" ] || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "apt-get install$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+endef
+
+.PHONY: rootfs-debian podman-test rootfs-busybox rootless-test
+rootfs-debian:
+	$(call apt_ensure,debootstrap fuse3 fuse-overlayfs)
+	E2E_LONG=1 E2E_DEBIAN_ROOT=$(DEBIAN_ROOT) $(E2E_RUN) -run '^TestUnionRootDebian$$' ./test/e2e/
+
+podman-test:
+	$(call apt_ensure,podman runc fuse3 fuse-overlayfs busybox-static)
+	E2E_PODMAN=1 $(E2E_RUN) -run '^TestPodman' ./test/e2e/
+
+rootfs-busybox:
+	$(call apt_ensure,busybox-static fuse3 fuse-overlayfs)
+	$(E2E_RUN) -run '^TestUnionRootBusybox$$' ./test/e2e/
+
+rootless-test:
+	$(call apt_ensure,fuse3 attr)
+	$(E2E_RUN) -run '^TestRootless$$' ./test/e2e/
+
+# The differential tester (test/e2e/difftest_*.go) without bounds: random
+# sequences against kernel overlayfs from a random base seed (printed) until
+# the first failure, which is shrunk and printed as a Go test. Replay one:
+# DIFFTEST_SEED=N DIFFTEST_SEQS=1 go test -run TestDifferentialRandom ./test/e2e/
+# DIFFTEST_DURATION=30m bounds it; reproducers also land in DIFFTEST_OUT.
+DIFFTEST_SEED ?= random
+DIFFTEST_OUT  ?= $(CURDIR)/bin/difftest
+
+.PHONY: fuzz
+fuzz:
+	DIFFTEST_SEED=$(DIFFTEST_SEED) DIFFTEST_SEQS=$${DIFFTEST_SEQS:-0} DIFFTEST_SHRINK=$${DIFFTEST_SHRINK:-5} \
+	DIFFTEST_OUT=$(DIFFTEST_OUT) $(GO) test -count=1 -timeout 0 -v -run '^TestDifferentialRandom$$' ./test/e2e/ 2>&1 | \
+	grep -v -E '^\s*(=== (RUN|PAUSE|CONT|NAME)|--- PASS)'
+
+
+# stress-ng's filesystem stressors in a unionmount, longer than in CI.
+STRESS_TIME      ?= 60s
+STRESS_INSTANCES ?= 2
+
+.PHONY: stress
+stress:
+	STRESS_TIME=$(STRESS_TIME) STRESS_INSTANCES=$(STRESS_INSTANCES) \
+	$(GO) test -count=1 -timeout 0 -v -run '^TestStressNG$$' ./test/e2e/ | grep -E '^\s*(---|ok|FAIL|PASS)|stress-ng'
+
+# Reliability long runs (test/e2e/reliability_*_test.go, issue 6); CI runs
+# short versions of both as part of `make test`.
+#   torture  crash torture: SIGKILL of the daemon at TORTURE_KILLS random
+#            moments of copy-up/rename/create-delete storms, remount and
+#            check after each; random seed, printed (replay with
+#            TORTURE_SEED=N). TORTURE_WORKERS, TORTURE_MAXDELAY (ms).
+#   storm    STORM_WORKERS workers on shared names for STORM_TIME against a
+#            race-detector build of the daemon, with a hang watchdog and
+#            descriptor/goroutine/memory checks.
+TORTURE_SEED    ?= random
+TORTURE_KILLS   ?= 300
+TORTURE_WORKERS ?= 8
+STORM_TIME      ?= 10m
+STORM_WORKERS   ?= 16
+
+.PHONY: torture storm
+torture:
+	TORTURE_SEED=$(TORTURE_SEED) TORTURE_KILLS=$(TORTURE_KILLS) TORTURE_WORKERS=$(TORTURE_WORKERS) \
+	$(GO) test -count=1 -timeout 0 -v -run '^TestCrashTorture$$' ./test/e2e/ 2>&1 | \
+	grep -v -E '^\s*(=== (RUN|PAUSE|CONT|NAME))'
+
+storm:
+	STORM_TIME=$(STORM_TIME) STORM_WORKERS=$(STORM_WORKERS) \
+	$(GO) test -count=1 -timeout 0 -v -run '^(TestConcurrencyStorm|TestRacingNamesErrnos|TestUpperDirSwappedForSymlink)$$' ./test/e2e/ 2>&1 | \
+	grep -v -E '^\s*(=== (RUN|PAUSE|CONT|NAME))'

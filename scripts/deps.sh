@@ -8,6 +8,11 @@
 #                 findutils, make, gcc + libc6-dev (cgo, needed by -race),
 #                 procps (pgrep) and groff-base (the man page check) for the
 #                 mount(8) test,
+#                 busybox-static (the union root filesystem test), podman +
+#                 runc (the mount_program test),
+#                 stress-ng (test/e2e/stress_test.go, make stress),
+#                 e2fsprogs + btrfs-progs (reliability tests: an ext4 upper
+#                 image for fsync, a btrfs qgroup for EDQUOT),
 #                 ca-certificates (Go module downloads)
 #       optional: fuse-overlayfs (a failure to install it is only a warning)
 #   * staticcheck, via `go install`, into "$(go env GOPATH)/bin" (where the
@@ -20,7 +25,7 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-REQUIRED_PKGS=(fuse3 attr git tar findutils make gcc libc6-dev ca-certificates acl procps groff-base)
+REQUIRED_PKGS=(fuse3 attr git tar findutils make gcc libc6-dev ca-certificates acl procps groff-base busybox-static podman runc stress-ng e2fsprogs btrfs-progs)
 OPTIONAL_PKGS=(fuse-overlayfs)
 STATICCHECK_PKG=honnef.co/go/tools/cmd/staticcheck
 STATICCHECK_VERSION=${STATICCHECK_VERSION:-latest}

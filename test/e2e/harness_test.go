@@ -375,7 +375,7 @@ func unmount(t *testing.T, mnt string) {
 		_ = unix.Unmount(mnt, unix.MNT_DETACH)
 	}
 	if h.pid != 0 && !waitExited(h.pid, unmountTimeout) {
-		t.Errorf("unionmount daemon %d still running %v after unmounting %s; killing it (its goroutines are in the log below)", h.pid, unmountTimeout, mnt)
+		t.Errorf("unionmount daemon %d still running %v after unmounting %s; killing it (its goroutines are in the log below)\n%s", h.pid, unmountTimeout, mnt, kernelStacks(h.pid))
 		// SIGQUIT makes the Go runtime write every goroutine's stack to
 		// the daemon's log: where it hangs.
 		_ = syscall.Kill(h.pid, syscall.SIGQUIT)
@@ -386,6 +386,22 @@ func unmount(t *testing.T, mnt string) {
 	if log := readLog(h.logPath); (t.Failed() || keepLogs) && strings.TrimSpace(log) != "" {
 		t.Logf("unionmount log for %s:\n%s", mnt, log)
 	}
+}
+
+// kernelStacks describes where pid's threads are in the kernel (state and
+// /proc/PID/task/TID/stack): a daemon blocked in a system call cannot
+// answer SIGQUIT with its goroutines.
+func kernelStacks(pid int) string {
+	var b strings.Builder
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*", pid))
+	for _, task := range tasks {
+		stat, _ := os.ReadFile(filepath.Join(task, "stat"))
+		stack, _ := os.ReadFile(filepath.Join(task, "stack"))
+		if i := bytes.LastIndexByte(stat, ')'); i >= 0 && len(stat) > i+2 {
+			fmt.Fprintf(&b, "thread %s state %c:\n%s", filepath.Base(task), stat[i+2], stack)
+		}
+	}
+	return b.String()
 }
 
 // abortAllMounts kills every unionmount daemon we started and lazily

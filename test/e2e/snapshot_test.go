@@ -69,13 +69,23 @@ func shownXattr(name string) bool {
 // mounted there).
 func snapshot(t *testing.T, root string) Tree {
 	t.Helper()
+	tree, errs := snapshotErrs(root)
+	for _, e := range errs {
+		t.Errorf("%s", e)
+	}
+	return tree
+}
+
+// snapshotErrs is snapshot returning what it could not read.
+func snapshotErrs(root string) (Tree, []string) {
 	tree := Tree{}
+	var errs []string
 	var walk func(rel string)
 	walk = func(rel string) {
 		p := filepath.Join(root, rel)
 		n, err := statNode(p)
 		if err != nil {
-			t.Errorf("snapshot %s: %v", p, err)
+			errs = append(errs, fmt.Sprintf("snapshot %s: %v", p, err))
 			return
 		}
 		tree[rel] = n
@@ -84,7 +94,7 @@ func snapshot(t *testing.T, root string) Tree {
 		}
 		ents, err := os.ReadDir(p)
 		if err != nil {
-			t.Errorf("snapshot: readdir %s: %v", p, err)
+			errs = append(errs, fmt.Sprintf("snapshot: readdir %s: %v", p, err))
 			return
 		}
 		for _, e := range ents {
@@ -113,7 +123,7 @@ func snapshot(t *testing.T, root string) Tree {
 			tree[p] = n
 		}
 	}
-	return tree
+	return tree, errs
 }
 
 func statNode(p string) (Node, error) {
