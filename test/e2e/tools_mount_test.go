@@ -19,7 +19,10 @@ import (
 
 func TestMountTypeFuseUnionmount(t *testing.T) {
 	requireMountable(t)
-	t.Parallel()
+	// Not parallel: the mount namespace it makes (unshare -m) would copy
+	// every FUSE mount other tests have up, and keep their daemons serving
+	// after those tests unmount. Sequential tests run before any parallel
+	// one starts.
 	for _, tool := range []string{"make", "unshare", "mount", "umount", "mount.fuse3", "pgrep", "groff"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Fatalf("%s not found: %v", tool, err)
