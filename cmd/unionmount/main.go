@@ -200,7 +200,34 @@ func serve(c mountConfig, ready func(error)) int {
 		<-sigs
 		unmount(server, c.mountpoint, conn, served)
 	}()
-	server.Wait()
+	waited := make(chan struct{})
+	go func() {
+		server.Wait()
+		close(waited)
+	}()
+	gone := make(chan struct{})
+	if real, err := filepath.Abs(c.mountpoint); err == nil {
+		if id, err := mountinfo.ID(real); err == nil && id >= 0 {
+			go func() {
+				if mountinfo.WaitGone(id, waited) == nil {
+					close(gone)
+				}
+			}()
+		}
+	}
+	select {
+	case <-waited:
+	case <-gone:
+		// Unmounted here (fusermount3 -u, umount), but another mount
+		// namespace made while it was up keeps a copy and the connection
+		// open: the user asked for the end of the mount, so serving ends
+		// (the copies then answer ENOTCONN).
+		select {
+		case <-waited:
+		case <-time.After(time.Second):
+			slog.Info("unmounted, but still mounted in another mount namespace: exiting", "mountpoint", c.mountpoint)
+		}
+	}
 	close(served)
 	return 0
 }

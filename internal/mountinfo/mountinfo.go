@@ -7,6 +7,8 @@ import (
 	"os"
 	"strconv"
 	"strings"
+
+	"golang.org/x/sys/unix"
 )
 
 // FsType returns the filesystem type of the topmost mount at dir ("fuse.unionmount",
@@ -53,4 +55,80 @@ func Unescape(s string) string {
 		b.WriteByte(s[i])
 	}
 	return b.String()
+}
+
+// ID returns the mount ID of the topmost mount at dir, or -1.
+func ID(dir string) (int, error) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return -1, err
+	}
+	defer f.Close()
+	id := -1
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64*1024), 1024*1024)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 5 || Unescape(fields[4]) != dir {
+			continue
+		}
+		if n, err := strconv.Atoi(fields[0]); err == nil {
+			id = n
+		}
+	}
+	return id, sc.Err()
+}
+
+// hasID reports whether mount id is in this namespace's mount table.
+func hasID(id int) (bool, error) {
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return false, err
+	}
+	prefix := strconv.Itoa(id) + " "
+	for _, line := range strings.Split(string(data), "\n") {
+		if strings.HasPrefix(line, prefix) {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// WaitGone blocks until mount id leaves this namespace's mount table (the
+// kernel signals every change of it to poll) or done is closed.
+func WaitGone(id int, done <-chan struct{}) error {
+	fd, err := unix.Open("/proc/self/mountinfo", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	for {
+		select {
+		case <-done:
+			return nil
+		default:
+		}
+		ok, err := hasID(id)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return nil
+		}
+		// POLLPRI on a change of the table; wake up now and then to see
+		// done closed.
+		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLPRI}}
+		if _, err := unix.Poll(pfd, 1000); err != nil && err != unix.EINTR {
+			return err
+		}
+		// Reading resets the event.
+		_, _ = unix.Seek(fd, 0, 0)
+		buf := make([]byte, 64*1024)
+		for {
+			n, err := unix.Read(fd, buf)
+			if n <= 0 || err != nil {
+				break
+			}
+		}
+	}
 }
