@@ -258,41 +258,7 @@ func (f *fileHandle) setattrFd(u *union.Union, indexKey string, a union.SetAttr)
 	if en != 0 {
 		return en
 	}
-	if a.Uid != nil || a.Gid != nil {
-		uid, gid := -1, -1
-		if a.Uid != nil {
-			uid = int(*a.Uid)
-		}
-		if a.Gid != nil {
-			gid = int(*a.Gid)
-		}
-		if err := unix.Fchown(fd, uid, gid); err != nil {
-			return errno(err)
-		}
-	}
-	if a.Mode != nil {
-		if err := unix.Fchmod(fd, *a.Mode&^unix.S_IFMT); err != nil {
-			return errno(err)
-		}
-	}
-	if a.Size != nil {
-		if err := unix.Ftruncate(fd, *a.Size); err != nil {
-			return errno(err)
-		}
-	}
-	if a.Atime != nil || a.Mtime != nil {
-		ts := []unix.Timespec{{Nsec: unix.UTIME_OMIT}, {Nsec: unix.UTIME_OMIT}}
-		if a.Atime != nil {
-			ts[0] = *a.Atime
-		}
-		if a.Mtime != nil {
-			ts[1] = *a.Mtime
-		}
-		if err := unix.UtimesNanoAt(fd, "", ts, unix.AT_EMPTY_PATH); err != nil {
-			return errno(err)
-		}
-	}
-	return 0
+	return errno(a.Apply(fd, unix.S_IFREG))
 }
 
 // materialize copies the data below into an unlinked metadata-only copy

@@ -203,6 +203,12 @@ func (u *Union) SetAttr(e *Entry, a SetAttr) error {
 		return err
 	}
 	defer unix.Close(obj)
+	return a.Apply(obj, e.Mode)
+}
+
+// Apply makes the changes of a to the object open as fd (any descriptor of
+// it, O_PATH included) of type mode.
+func (a SetAttr) Apply(fd int, mode uint32) error {
 	if a.Uid != nil || a.Gid != nil {
 		uid, gid := -1, -1
 		if a.Uid != nil {
@@ -211,25 +217,25 @@ func (u *Union) SetAttr(e *Entry, a SetAttr) error {
 		if a.Gid != nil {
 			gid = int(*a.Gid)
 		}
-		if err := unix.Fchownat(obj, "", uid, gid, unix.AT_EMPTY_PATH); err != nil {
+		if err := unix.Fchownat(fd, "", uid, gid, unix.AT_EMPTY_PATH); err != nil {
 			return err
 		}
 	}
 	if a.Mode != nil {
-		if e.Mode == unix.S_IFLNK {
+		if mode == unix.S_IFLNK {
 			return unix.EOPNOTSUPP
 		}
-		if err := unix.Chmod(procFd(obj), *a.Mode&^unix.S_IFMT); err != nil {
+		if err := unix.Chmod(procFd(fd), *a.Mode&^unix.S_IFMT); err != nil {
 			return err
 		}
 	}
 	if a.Size != nil {
-		fd, err := unix.Open(procFd(obj), unix.O_WRONLY|unix.O_CLOEXEC, 0)
+		w, err := unix.Open(procFd(fd), unix.O_WRONLY|unix.O_CLOEXEC, 0)
 		if err != nil {
 			return err
 		}
-		err = unix.Ftruncate(fd, *a.Size)
-		unix.Close(fd)
+		err = unix.Ftruncate(w, *a.Size)
+		unix.Close(w)
 		if err != nil {
 			return err
 		}
@@ -242,7 +248,7 @@ func (u *Union) SetAttr(e *Entry, a SetAttr) error {
 		if a.Mtime != nil {
 			ts[1] = *a.Mtime
 		}
-		if err := unix.UtimesNanoAt(obj, "", ts, unix.AT_EMPTY_PATH); err != nil {
+		if err := unix.UtimesNanoAt(fd, "", ts, unix.AT_EMPTY_PATH); err != nil {
 			return err
 		}
 	}

@@ -140,8 +140,8 @@ func (u *Union) buildCopy(src Object, st *unix.Stat_t, size int64, data *Object)
 	tmp = u.tempName()
 	defer func() {
 		if err != nil {
-			_ = removeAll(u.work, tmp)
-			_ = unix.Syncfs(u.work.FD()) // see removeAll's space given back at once
+			_ = u.work.RemoveAll(tmp)
+			_ = unix.Syncfs(u.work.FD()) // see the space given back at once
 		}
 	}()
 	mode := st.Mode & unix.S_IFMT
@@ -199,7 +199,7 @@ func (u *Union) placeCopy(tmp, p string, st *unix.Stat_t) error {
 	parent := parentOf(p)
 	pst, perr := u.upper.Lstat(parent)
 	if err := u.work.Rename(tmp, u.upper, p, unix.RENAME_NOREPLACE); err != nil {
-		_ = removeAll(u.work, tmp)
+		_ = u.work.RemoveAll(tmp)
 		return err
 	}
 	if st.Mode&unix.S_IFMT == unix.S_IFDIR {

@@ -207,7 +207,7 @@ func (u *Union) buildInWork(p string, mode uint32, owner *Owner, whiteout, opaqu
 	}
 	defer func() {
 		if err != nil {
-			_ = removeAll(u.work, tmp)
+			_ = u.work.RemoveAll(tmp)
 		}
 	}()
 	if uid >= 0 || gid >= 0 {

@@ -150,11 +150,11 @@ func (u *Union) copyUpIndexed(e *Entry, size int64) error {
 	}
 	nl := []byte(strconv.FormatUint(st.Nlink, 10))
 	if err := u.work.Setxattr(tmp, u.format.Name(layer.Nlink), nl, 0); err != nil {
-		_ = removeAll(u.work, tmp)
+		_ = u.work.RemoveAll(tmp)
 		return err
 	}
 	if err := u.work.Link(tmp, u.index, key); err != nil {
-		_ = removeAll(u.work, tmp)
+		_ = u.work.RemoveAll(tmp)
 		return err
 	}
 	// From here the index entry holds the complete copy: a crash before the

@@ -104,7 +104,7 @@ func (u *Union) completeMetaCopy(e *Entry, size int64) (err error) {
 	tmp := u.tempName()
 	defer func() {
 		if err != nil {
-			_ = removeAll(u.work, tmp)
+			_ = u.work.RemoveAll(tmp)
 			_ = unix.Syncfs(u.work.FD()) // see the space given back at once
 			err = fmt.Errorf("complete copy-up of %s: %w", e.Path, err)
 		}

@@ -95,7 +95,7 @@ func (u *Union) removeEntry(parent *Entry, name string, e *Entry, dir bool) erro
 		return err
 	}
 	// The old upper directory, now in workdir/work, holds only whiteouts.
-	return removeAll(u.work, tmp)
+	return u.work.RemoveAll(tmp)
 }
 
 // lowerPositive reports whether a lower layer of parent shows something at

@@ -310,7 +310,7 @@ func (u *Union) clearWork() error {
 		return err
 	}
 	for _, e := range ents {
-		if err := removeAll(u.work, e.Name); err != nil {
+		if err := u.work.RemoveAll(e.Name); err != nil {
 			return err
 		}
 	}
@@ -429,25 +429,4 @@ func (k *keyedMutex) lock(key string) func() {
 		}
 		k.mu.Unlock()
 	}
-}
-
-// removeAll removes rel and everything under it, inside layer l.
-func removeAll(l *layer.Layer, rel string) error {
-	err := l.Unlink(rel)
-	if err == nil || errors.Is(err, unix.ENOENT) {
-		return nil
-	}
-	if !errors.Is(err, unix.EISDIR) && !errors.Is(err, unix.EPERM) {
-		return err
-	}
-	ents, err := l.ReadDir(rel)
-	if err != nil {
-		return err
-	}
-	for _, e := range ents {
-		if err := removeAll(l, layer.Join(rel, e.Name)); err != nil {
-			return err
-		}
-	}
-	return l.Rmdir(rel)
 }
