@@ -14,12 +14,24 @@ import (
 // FsType returns the filesystem type of the topmost mount at dir ("fuse.unionmount",
 // "overlay", ...), or "" if dir is not a mount point. dir must be absolute and clean.
 func FsType(dir string) (string, error) {
+	typ, _, err := top(dir)
+	return typ, err
+}
+
+// ID returns the mount ID of the topmost mount at dir, or -1.
+func ID(dir string) (int, error) {
+	_, id, err := top(dir)
+	return id, err
+}
+
+// top reads the type and mount ID of the topmost mount at dir.
+func top(dir string) (typ string, id int, err error) {
 	f, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
-		return "", err
+		return "", -1, err
 	}
 	defer f.Close()
-	typ := ""
+	id = -1
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 64*1024), 1024*1024)
 	for sc.Scan() {
@@ -31,11 +43,14 @@ func FsType(dir string) (string, error) {
 		for i := 5; i+1 < len(fields); i++ {
 			if fields[i] == "-" {
 				typ = fields[i+1] // the last one listed is the top of the stack
+				if n, err := strconv.Atoi(fields[0]); err == nil {
+					id = n
+				}
 				break
 			}
 		}
 	}
-	return typ, sc.Err()
+	return typ, id, sc.Err()
 }
 
 // Unescape undoes mountinfo's octal escapes (\040 for a space).
@@ -55,28 +70,6 @@ func Unescape(s string) string {
 		b.WriteByte(s[i])
 	}
 	return b.String()
-}
-
-// ID returns the mount ID of the topmost mount at dir, or -1.
-func ID(dir string) (int, error) {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return -1, err
-	}
-	defer f.Close()
-	id := -1
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64*1024), 1024*1024)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 5 || Unescape(fields[4]) != dir {
-			continue
-		}
-		if n, err := strconv.Atoi(fields[0]); err == nil {
-			id = n
-		}
-	}
-	return id, sc.Err()
 }
 
 // hasID reports whether mount id is in this namespace's mount table.
