@@ -374,15 +374,7 @@ func (n *Node) noteLower(e *union.Entry, st *unix.Stat_t) {
 // another object than old's although it has the same inode number.
 // Several names of one object are normal (hard links: indexed lower ones,
 // upper ones, which then share the real inode).
-//
-// A file node that has no name any more is another object too: the file was
-// removed (maybe still open) and the upper filesystem reused its inode
-// number for a new one; the new file must not inherit the old one's kernel
-// inode, open modes and passthrough backing file.
 func collides(old *Node, e *union.Entry) bool {
-	if !e.IsDir() && !old.IsRoot() && old.Path(nil) == "" {
-		return true
-	}
 	old.mu.Lock()
 	oe := old.e
 	old.mu.Unlock()
