@@ -5,6 +5,10 @@
 // A Node is one inode of the mount. It keeps the union stack (union.Entry)
 // found when it was looked up; its union path is taken from go-fuse's tree
 // at each request, since renames of ancestors change it.
+//
+// Lock order: Node.mu, then fileHandle.mu (Release holds both). Neither is
+// held across a call into the engine, whose own locks (union.Union's
+// package comment) therefore never nest inside them.
 package fusefs
 
 import (

@@ -22,9 +22,20 @@
 // lower paths can differ because of redirected directories, so an Entry
 // carries its own lower paths.
 //
-// Lock order: Union.renameMu (rename takes it for writing, every other
-// namespace change for reading), then a copy-up key lock (copyLocks), parent
-// path before child path. No lock is held while waiting for the kernel.
+// Lock order, outermost first:
+//
+//  1. Union.renameMu: Rename holds it for writing; every other namespace
+//     change and every copy-up caller holds it for reading. Never taken
+//     twice by one goroutine (a waiting writer would deadlock it).
+//  2. copyLocks, by key: a union path (copy-up of that path; a parent's is
+//     taken and released before a child's), or "\x00index/KEY" (an indexed
+//     inode: its copy-up and link count).
+//  3. subdirsMu, devMu, and each Layer's directory-cache mutex: leaves, held
+//     for map operations only.
+//
+// The FUSE adapter's locks (fusefs.Node.mu, then fileHandle.mu) are never
+// held across a call into the engine. No lock is held while waiting for
+// the kernel's FUSE requests.
 package union
 
 import (
