@@ -7,8 +7,9 @@
 // at each request, since renames of ancestors change it.
 //
 // Lock order: Node.mu, then fileHandle.mu (Release holds both). Neither is
-// held across a call into the engine, whose own locks (union.Union's
-// package comment) therefore never nest inside them.
+// held across a call into the engine, except Node.mu across ThroughIndex (a
+// lookup that takes only the engine's leaf locks), so the engine's locks
+// (union's package comment) never wait on them.
 package fusefs
 
 import (

@@ -33,9 +33,9 @@
 //  3. subdirsMu, devMu, and each Layer's directory-cache mutex: leaves, held
 //     for map operations only.
 //
-// The FUSE adapter's locks (fusefs.Node.mu, then fileHandle.mu) are never
-// held across a call into the engine. No lock is held while waiting for
-// the kernel's FUSE requests.
+// The FUSE adapter's locks (fusefs.Node.mu, then fileHandle.mu) are held
+// across no engine call but leaf-only lookups (see fusefs). No lock is held
+// while waiting for the kernel's FUSE requests.
 package union
 
 import (
