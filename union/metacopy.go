@@ -165,13 +165,15 @@ func (u *Union) completeMetaCopy(e *Entry, size int64) (err error) {
 
 // OpenDeferred opens e for writing without copying its data up yet, where a
 // metadata-only copy can stand in until the first write (open without
-// O_TRUNC of a lower regular file with one name, metacopy on): it returns a
+// O_TRUNC or O_APPEND of a lower regular file with one name, metacopy on): it returns a
 // writable descriptor of the upper file and a read-only one of the data
 // below. Before writing through wfd the caller must call CopyUpData; until
 // then reads must use rfd. ok is false where this does not apply; the caller
 // then opens with Open.
 func (u *Union) OpenDeferred(e *Entry, flags int) (wfd, rfd int, ok bool, err error) {
-	if u.upper == nil || !u.cfg.MetaCopy || flags&unix.O_TRUNC != 0 || e.Mode != unix.S_IFREG ||
+	// O_APPEND is there to write: copying the data at once costs one build
+	// instead of two.
+	if u.upper == nil || !u.cfg.MetaCopy || flags&(unix.O_TRUNC|unix.O_APPEND) != 0 || e.Mode != unix.S_IFREG ||
 		e.Index != "" || (e.Upper && !e.MetaCopy) || len(e.Lower) == 0 {
 		return -1, -1, false, nil
 	}
