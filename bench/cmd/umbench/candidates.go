@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/unionmount/unionmount/internal/mountinfo"
 	"golang.org/x/sys/unix"
 )
 
@@ -266,7 +267,7 @@ func mountAt(dir string) (mountEntry, error) {
 	for sc.Scan() {
 		// id parent maj:min root mountpoint opts [optional...] - fstype source superopts
 		fields := strings.Fields(sc.Text())
-		if len(fields) < 7 || unescapeMountinfo(fields[4]) != dir {
+		if len(fields) < 7 || mountinfo.Unescape(fields[4]) != dir {
 			continue
 		}
 		for i := 6; i+1 < len(fields); i++ {
@@ -283,24 +284,6 @@ func mountAt(dir string) (mountEntry, error) {
 		}
 	}
 	return m, sc.Err()
-}
-
-func unescapeMountinfo(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 // vmHWM returns the peak resident set size of pid in bytes.
