@@ -90,12 +90,12 @@ func (u *Union) Root() (*Entry, error) {
 		if !e.Upper && len(e.Lower) == 0 {
 			e.Ino = u.Ino(st.Dev, st.Ino)
 		}
-		opaque, x, err := u.lowerDirFlags(l, "")
+		d, err := u.lowerDirFlags(l, "")
 		if err != nil {
 			return nil, err
 		}
-		e.Lower = append(e.Lower, Object{Layer: l, Path: "", XWhiteouts: x})
-		if opaque {
+		e.Lower = append(e.Lower, Object{Layer: l, Path: "", XWhiteouts: d.xwhiteouts})
+		if d.opaque {
 			break
 		}
 	}
@@ -220,18 +220,18 @@ func (u *Union) Lookup(parent *Entry, name string) (*Entry, unix.Stat_t, error) 
 			}
 			break
 		}
-		opaque, x, err := u.lowerDirFlags(cand.Layer, cand.Path)
+		d, err := u.lowerDirFlags(cand.Layer, cand.Path)
 		if err != nil {
 			return nil, top, err
 		}
-		obj.XWhiteouts = x
+		obj.XWhiteouts = d.xwhiteouts
 		e.Lower = append(e.Lower, obj)
-		if opaque {
+		if d.opaque {
 			break
 		}
 		// A redirect in a lower layer applies to the layers below it.
-		if r, err := cand.Layer.GetxattrString(cand.Path, u.format.Name(layer.Redirect)); err == nil && r != "" {
-			cands = append(cands[:i+1], u.candidates(parent, name, r, cand.Layer)...)
+		if d.redirect != "" {
+			cands = append(cands[:i+1], u.candidates(parent, name, d.redirect, cand.Layer)...)
 		}
 	}
 	if !found {
@@ -352,30 +352,48 @@ func (u *Union) isXWhiteout(cand candidate, st *unix.Stat_t) bool {
 	return err == nil
 }
 
-// lowerDirFlags reads whether lower directory rel is opaque (by xattr or by
-// a ".wh..wh..opq" entry) and whether it may hold xattr whiteouts.
-func (u *Union) lowerDirFlags(l *layer.Layer, rel string) (opaque, xwhiteouts bool, err error) {
-	v, err := l.GetxattrString(rel, u.format.Name(layer.Opaque))
+// lowerDir is what a lookup needs to know of a lower directory.
+type lowerDir struct {
+	opaque     bool   // hides the layers below (xattr, or ".wh..wh..opq")
+	xwhiteouts bool   // may hold xattr whiteouts (opaque xattr "x")
+	redirect   string // where the layers below have it, if renamed
+}
+
+// lowerDirFlags reads lower directory rel's overlay xattrs with one
+// listxattr (most directories have none) and reads only those present.
+func (u *Union) lowerDirFlags(l *layer.Layer, rel string) (lowerDir, error) {
+	var d lowerDir
+	names, err := l.Listxattr(rel)
 	if err != nil {
-		return false, false, fmt.Errorf("lowerdir %q: %s: %w", l.Root, rel, err)
+		return d, fmt.Errorf("lowerdir %q: %s: %w", l.Root, rel, err)
 	}
-	if layer.IsOpaqueValue(v) {
-		return true, false, nil
+	for _, n := range names {
+		var v string
+		switch n {
+		case u.format.Name(layer.Opaque), layer.FuseOverlayfsOpaque, u.format.Name(layer.Redirect):
+			if v, err = l.GetxattrString(rel, n); err != nil {
+				return d, fmt.Errorf("lowerdir %q: %s: %w", l.Root, rel, err)
+			}
+		default:
+			continue
+		}
+		switch {
+		case n == u.format.Name(layer.Redirect):
+			d.redirect = v
+		case layer.IsOpaqueValue(v):
+			d.opaque = true
+		case n == u.format.Name(layer.Opaque) && v == "x":
+			d.xwhiteouts = true
+		}
 	}
-	xwhiteouts = v == "x"
-	if fo, _ := l.GetxattrString(rel, layer.FuseOverlayfsOpaque); layer.IsOpaqueValue(fo) {
-		return true, xwhiteouts, nil
-	}
-	if u.cfg.WhiteoutFiles {
+	if !d.opaque && u.cfg.WhiteoutFiles {
 		ok, err := l.Exists(layer.Join(rel, layer.OpaqueWhiteout))
 		if err != nil {
-			return false, false, err
+			return d, err
 		}
-		if ok {
-			return true, xwhiteouts, nil
-		}
+		d.opaque = ok
 	}
-	return false, xwhiteouts, nil
+	return d, nil
 }
 
 type dirXattrs struct{ opaque, redirect string }
