@@ -625,7 +625,10 @@ func TestFallocateAndSeekHoles(t *testing.T) {
 				m = append(m, fmt.Sprintf("%d:data=%d/%s,hole=%d/%s", off, d, errText(err1, ""), h, errText(err2, "")))
 			}
 			st, _ := lstatPath(p(name))
-			h, _ := hashFile(p(name))
+			h, herr := hashFile(p(name))
+			if herr != nil {
+				h = "(" + herr.Error() + ")" // so that a failure says which
+			}
 			if !exact {
 				tr.add("%s: size=%d sha=%s holes read as zeros: %v", name, st.Size, h, holesAreZero(fd, st.Size))
 				return
