@@ -174,13 +174,6 @@ func (l *Layer) at(rel string, op func(dirfd int, name string) error) error {
 	return op(d.fd, name)
 }
 
-// procPath names dirfd's entry name through /proc, for the calls that have
-// no *at form (the xattr calls). Used with their l* variants, it resolves
-// nothing but the magic link to dirfd itself.
-func procPath(dirfd int, name string) string {
-	return "/proc/self/fd/" + strconv.Itoa(dirfd) + "/" + name
-}
-
 // Lstat returns the attributes of rel without following a final symlink.
 func (l *Layer) Lstat(rel string) (unix.Stat_t, error) {
 	var st unix.Stat_t
@@ -331,7 +324,7 @@ func (l *Layer) Chmod(rel string, mode uint32) error {
 func (l *Layer) Getxattr(rel, attr string, dest []byte) (int, error) {
 	var n int
 	err := l.at(rel, func(dirfd int, name string) (err error) {
-		n, err = unix.Lgetxattr(procPath(dirfd, name), attr, dest)
+		n, err = getxattrAt(dirfd, name, attr, dest)
 		return err
 	})
 	return n, err
@@ -361,14 +354,10 @@ func (l *Layer) Listxattr(rel string) ([]string, error) {
 	var names []string
 	err := l.at(rel, func(dirfd int, name string) error {
 		var err error
-		names, err = listxattr(procPath(dirfd, name))
+		names, err = listNames(func(buf []byte) (int, error) { return listxattrAt(dirfd, name, buf) })
 		return err
 	})
 	return names, err
-}
-
-func listxattr(p string) ([]string, error) {
-	return listNames(func(buf []byte) (int, error) { return unix.Llistxattr(p, buf) })
 }
 
 // ListxattrFd lists the attribute names of open file fd.
@@ -405,14 +394,14 @@ func listNames(call func(buf []byte) (int, error)) ([]string, error) {
 // Setxattr sets attribute attr of rel.
 func (l *Layer) Setxattr(rel, attr string, data []byte, flags int) error {
 	return l.at(rel, func(dirfd int, name string) error {
-		return unix.Lsetxattr(procPath(dirfd, name), attr, data, flags)
+		return setxattrAt(dirfd, name, attr, data, flags)
 	})
 }
 
 // Removexattr removes attribute attr of rel.
 func (l *Layer) Removexattr(rel, attr string) error {
 	return l.at(rel, func(dirfd int, name string) error {
-		return unix.Lremovexattr(procPath(dirfd, name), attr)
+		return removexattrAt(dirfd, name, attr)
 	})
 }
 
