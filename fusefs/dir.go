@@ -7,6 +7,7 @@ import (
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/unionmount/unionmount/union"
 )
 
 // dirHandle is an open directory. The merged listing is built on the first
@@ -19,6 +20,10 @@ type dirHandle struct {
 	list []fuse.DirEntry
 	done bool // list is built
 	next int  // index of the next entry to return
+	// plus is the mount's READDIRPLUS policy and skipFiles how many more
+	// files this listing skips, decided at its first lookup.
+	plus      *plusPolicy
+	skipFiles int
 }
 
 // What a dirHandle implements.
@@ -27,6 +32,7 @@ var (
 	_ = (fs.FileSeekdirer)((*dirHandle)(nil))
 	_ = (fs.FileReleasedirer)((*dirHandle)(nil))
 	_ = (fs.FileFsyncdirer)((*dirHandle)(nil))
+	_ = (fs.FileLookuper)((*dirHandle)(nil))
 )
 
 // Fsyncdir syncs the upper directory, if there is one: a directory only in
@@ -83,3 +89,112 @@ func (d *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
 
 // Releasedir drops the listing.
 func (d *dirHandle) Releasedir(ctx context.Context, releaseFlags uint32) {}
+
+// Lookup looks up an entry for READDIRPLUS, which hands the kernel each
+// listed name with its attributes. Looking up every file costs a stat of it
+// in every layer: wasted on walks that only need names and types (find
+// -name, find -type f, globbing), and on names the kernel knows already.
+// So a name with a node already is not looked up again, and files are
+// looked up only while the walkers seen lately went on to stat what they
+// listed (see plusPolicy). A skipped name goes to the kernel as a plain
+// entry; it sends a LOOKUP if it needs more.
+func (d *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	d.mu.Lock()
+	var mode uint32
+	if d.next > 0 && d.next <= len(d.list) && d.list[d.next-1].Name == name {
+		mode = d.list[d.next-1].Mode
+	}
+	if d.plus == nil {
+		d.plus = policyOf(d.n.u)
+		d.skipFiles = d.plus.skipFiles()
+	}
+	skip := mode&syscall.S_IFMT != syscall.S_IFDIR && d.skipFiles > 0
+	if skip {
+		d.skipFiles--
+	}
+	d.mu.Unlock()
+	if d.n.GetChild(name) != nil {
+		return nil, syscall.ENOENT
+	}
+	if skip {
+		d.n.mu.Lock()
+		if d.n.skipped < maxSkipped {
+			d.n.skipped++
+		}
+		d.n.mu.Unlock()
+		d.plus.noteSkipped()
+		return nil, syscall.ENOENT
+	}
+	return d.n.lookup(ctx, name, out)
+}
+
+// maxSkipped bounds a directory's count of skipped names: a directory
+// listed again and again without stats must not keep counting.
+const maxSkipped = 1 << 16
+
+// plusPolicy decides, per directory listing, whether READDIRPLUS looks up
+// files, from what walkers did with the files it skipped: if most were
+// looked up afterwards (ls -l, find -printf, tar, git status), it does;
+// if few were (find -name), it does not. It starts looking up; while it
+// does, one listing in probeEvery skips a few files, to notice a change
+// of walker.
+type plusPolicy struct {
+	mu       sync.Mutex
+	skip     bool
+	listings uint64
+	// skips and asked count the files skipped and the LOOKUPs of skipped
+	// names since the last decision.
+	skips, asked int
+}
+
+const (
+	probeEvery = 8
+	probeFiles = 8
+	// plusWindow is how many skipped files make a decision.
+	plusWindow = 32
+)
+
+var policies sync.Map // *union.Union → *plusPolicy
+
+// policyOf returns the mount's policy.
+func policyOf(u *union.Union) *plusPolicy {
+	if p, ok := policies.Load(u); ok {
+		return p.(*plusPolicy)
+	}
+	p, _ := policies.LoadOrStore(u, &plusPolicy{})
+	return p.(*plusPolicy)
+}
+
+// skipFiles decides how many files one listing skips. The LOOKUPs that
+// follow the previous listings have arrived by the time a walker lists
+// another directory, so the decision looks at them first.
+func (p *plusPolicy) skipFiles() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.skips >= plusWindow {
+		p.skip = p.asked*2 < p.skips
+		p.skips, p.asked = 0, 0
+	}
+	p.listings++
+	switch {
+	case p.skip:
+		return maxSkipped
+	case p.listings%probeEvery == 0:
+		return probeFiles
+	}
+	return 0
+}
+
+// noteSkipped counts a file READDIRPLUS did not look up.
+func (p *plusPolicy) noteSkipped() {
+	p.mu.Lock()
+	p.skips++
+	p.mu.Unlock()
+}
+
+// noteAsked counts a LOOKUP of a name READDIRPLUS skipped.
+func (p *plusPolicy) noteAsked() {
+	p.mu.Lock()
+	p.asked++
+	p.mu.Unlock()
+}

@@ -46,6 +46,9 @@ type Node struct {
 	// plainOpen and passOpen count open handles without and with
 	// passthrough: the kernel refuses to mix the two on one inode.
 	plainOpen, passOpen int
+	// skipped counts the names of this directory that READDIRPLUS did not
+	// look up and no LOOKUP has asked for since (see plusPolicy).
+	skipped int32
 	// open are all open handles, for operations on a node that has no
 	// name any more.
 	open map[*fileHandle]bool
@@ -425,6 +428,20 @@ func fillAttr(a *fuse.Attr, st *unix.Stat_t) {
 
 // Lookup finds name in this directory.
 func (n *Node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	n.mu.Lock()
+	skipped := n.skipped > 0
+	if skipped {
+		n.skipped--
+	}
+	n.mu.Unlock()
+	if skipped {
+		policyOf(n.u).noteAsked()
+	}
+	return n.lookup(ctx, name, out)
+}
+
+// lookup looks name up in the directory.
+func (n *Node) lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	pe, en := n.entry()
 	if en != 0 {
 		return nil, en
