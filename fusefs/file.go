@@ -34,9 +34,10 @@ type fileHandle struct {
 }
 
 // passthroughFile is a handle whose reads and writes the kernel does itself
-// on the backing file (FUSE passthrough). Only files in upper get one: the
-// kernel keeps one backing inode per inode, which must not be a lower file
-// that a copy-up is about to replace.
+// on the backing file (FUSE passthrough). Only files in upper get one (and
+// lower files of a union without upper, which never copies up): the kernel
+// keeps one backing inode per inode, which must not be a lower file that a
+// copy-up is about to replace.
 type passthroughFile struct {
 	*fileHandle
 }

@@ -227,15 +227,18 @@ func (n *Node) save(e *union.Entry) {
 }
 
 // newFile wraps fd, opened on the node's data: with passthrough for data in
-// upper unless plain handles are open on the node, else plain (and, on
-// lower data, registered to be switched when the data is copied up).
+// upper (or anywhere on a union without upper) unless plain handles are
+// open on the node, else plain (and, on lower data, registered to be
+// switched when the data is copied up).
 func (n *Node) newFile(fd int, e *union.Entry) fs.FileHandle {
 	f := &fileHandle{fd: fd, readFd: -1}
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.register(f)
 	// Through the index, a name still below reads the upper inode too.
-	if (dataUpper(e) || n.u.ThroughIndex(e)) && n.plainOpen == 0 {
+	// Without an upper nothing is ever copied up: lower files pass
+	// through as well.
+	if (dataUpper(e) || n.u.ThroughIndex(e) || n.u.ReadOnly()) && n.plainOpen == 0 {
 		n.passOpen++
 		return &passthroughFile{f}
 	}
