@@ -56,6 +56,9 @@ type workload struct {
 	kernelFaster bool // must be faster than kernel overlayfs (with its defaults)
 }
 
+// roundTrips is how many requests the roundtrip workload makes.
+const roundTrips = 20000
+
 func workloads(cfg *config) []*workload {
 	big := cfg.bigSize
 	return []*workload{
@@ -195,6 +198,25 @@ func workloads(cfg *config) []*workload {
 					"GOTOOLCHAIN=local", "GOENV=off", "GOFLAGS=", "GOPROXY=off", "CGO_ENABLED=0", "GO111MODULE=on",
 				}
 				return e.sh(filepath.Join(e.scratch, "hello"), "go build -o ../hello.out . && ../hello.out", env...)
+			},
+		},
+		{
+			// Not one of the issue's workloads: the cost of one request to
+			// the daemon, which bounds every metadata workload. ls -l asks
+			// every file for security.selinux; the kernel caches neither
+			// the answer nor its absence, so each call is a round trip.
+			name: "roundtrip", desc: fmt.Sprintf("%d `getxattr(security.selinux)` of one file (one FUSE request each)", roundTrips),
+			run: func(e *runEnv) (result, error) {
+				p := filepath.Join(e.mnt, "go", "README.md")
+				buf := make([]byte, 256)
+				start := time.Now()
+				for i := 0; i < roundTrips; i++ {
+					if _, err := syscall.Getxattr(p, "security.selinux", buf); err != nil && err != syscall.ENODATA && err != syscall.EOPNOTSUPP {
+						return result{}, fmt.Errorf("getxattr %s: %w", p, err)
+					}
+				}
+				d := time.Since(start)
+				return result{dur: d, extra: fmt.Sprintf("%.1f µs each", float64(d.Nanoseconds())/roundTrips/1000)}, nil
 			},
 		},
 	}
