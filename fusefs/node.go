@@ -16,6 +16,7 @@ import (
 	"context"
 	"errors"
 	"hash/fnv"
+	"hash/maphash"
 	"log/slog"
 	"runtime"
 	"strconv"
@@ -37,27 +38,34 @@ type Node struct {
 	u *union.Union
 
 	mu sync.Mutex
-	e  union.Entry // Path is not kept: see entry()
-	// gen is the union's copy-up generation when e.Upper was last known
+	e  savedEntry // the union stack; its path is not kept: see entry()
+	// gen is the union's copy-up generation when e.upper was last known
 	// false: while it is unchanged, nothing can have been copied up.
 	gen uint64
-	// lowerFiles are the open read-only handles on the lower file, to be
-	// switched to the upper copy when the file is copied up.
-	lowerFiles map[*fileHandle]bool
-	// plainOpen and passOpen count open handles without and with
-	// passthrough: the kernel refuses to mix the two on one inode.
-	plainOpen, passOpen int
+	// files are the node's open handles; nil when there are none (as for
+	// most nodes: the kernel keeps a node for every entry it has seen).
+	files *openFiles
 	// skipped counts the names of this directory that READDIRPLUS did not
 	// look up and no LOOKUP has asked for since (see plusPolicy).
 	skipped int32
-	// open are all open handles, for operations on a node that has no
-	// name any more.
-	open map[*fileHandle]bool
-	// seen is the size and mtime last reported for a file whose data is
-	// below: when they change, a lower file was changed behind our back
-	// and the kernel's cached pages are dropped (see noteLower).
-	seen     [3]int64
-	seenData bool
+	// seen is a hash of the size and mtime last reported for a file whose
+	// data is below, 0 before the first: when they change, a lower file
+	// was changed behind our back and the kernel's cached pages are
+	// dropped (see noteLower).
+	seen uint64
+}
+
+// openFiles are the open handles of a node.
+type openFiles struct {
+	// lower are the open read-only handles on the lower file, to be
+	// switched to the upper copy when the file is copied up.
+	lower map[*fileHandle]bool
+	// plain and pass count open handles without and with passthrough: the
+	// kernel refuses to mix the two on one inode.
+	plain, pass int
+	// all are all open handles, for operations on a node that has no name
+	// any more.
+	all map[*fileHandle]bool
 }
 
 // What a Node implements.
@@ -112,7 +120,8 @@ func Mount(u *union.Union, mountpoint string, o Options) (*fuse.Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	root := &Node{u: u, e: *rootEntry}
+	root := &Node{u: u}
+	root.e.save(rootEntry)
 	timeout := o.Timeout
 	if o.FsName == "" {
 		o.FsName = "unionmount"
@@ -173,26 +182,26 @@ func Mount(u *union.Union, mountpoint string, o Options) (*fuse.Server, error) {
 // directory) has no path: go-fuse would give the root's. Path operations on
 // it fail with ENOENT; those with a descriptor use the open file instead.
 func (n *Node) entry() (*union.Entry, syscall.Errno) {
+	path := n.Path(nil)
 	n.mu.Lock()
-	e := n.e
+	e := n.e.entry(path)
 	// The names of an indexed inode share this node but not their state.
-	stale := (!dataUpper(&e) && n.gen != n.u.CopyUpGen()) || e.Index != ""
+	stale := (!dataUpper(e) && n.gen != n.u.CopyUpGen()) || e.Index != ""
 	n.mu.Unlock()
-	e.Path = n.Path(nil)
 	if e.Path == "" && !n.IsRoot() {
-		return &e, syscall.ENOENT
+		return e, syscall.ENOENT
 	}
 	if stale {
 		gen := n.u.CopyUpGen()
-		n.u.Refresh(&e)
-		n.save(&e)
+		n.u.Refresh(e)
+		n.save(e)
 		n.mu.Lock()
-		if !dataUpper(&n.e) {
+		if !n.e.dataUpper() {
 			n.gen = gen
 		}
 		n.mu.Unlock()
 	}
-	return &e, 0
+	return e, 0
 }
 
 // dataUpper reports whether e's data is in upper (copied up, and not a
@@ -204,15 +213,14 @@ func dataUpper(e *union.Entry) bool { return e.Upper && !e.MetaCopy }
 // the copy.
 func (n *Node) save(e *union.Entry) {
 	n.mu.Lock()
-	copiedUp := dataUpper(e) && !dataUpper(&n.e)
-	n.e = *e
-	n.e.Path = ""
+	copiedUp := dataUpper(e) && !n.e.dataUpper()
+	n.e.save(e)
 	var files []*fileHandle
-	if copiedUp {
-		for f := range n.lowerFiles {
+	if copiedUp && n.files != nil {
+		for f := range n.files.lower {
 			files = append(files, f)
 		}
-		n.lowerFiles = nil
+		n.files.lower = nil
 	}
 	n.mu.Unlock()
 	for _, f := range files {
@@ -244,21 +252,18 @@ func (n *Node) newFile(fd int, e *union.Entry) fs.FileHandle {
 	f := &fileHandle{fd: fd, readFd: -1}
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	n.register(f)
+	of := n.register(f)
 	// Through the index, a name still below reads the upper inode too.
 	// Without an upper nothing is ever copied up: lower files pass
 	// through as well.
-	if (dataUpper(e) || n.u.ThroughIndex(e) || n.u.ReadOnly()) && n.plainOpen == 0 {
-		n.passOpen++
+	if (dataUpper(e) || n.u.ThroughIndex(e) || n.u.ReadOnly()) && of.plain == 0 {
+		of.pass++
 		return &passthroughFile{f}
 	}
-	n.plainOpen++
+	of.plain++
 	if !dataUpper(e) {
 		f.lower = true
-		if n.lowerFiles == nil {
-			n.lowerFiles = map[*fileHandle]bool{}
-		}
-		n.lowerFiles[f] = true
+		of.addLower(f)
 	}
 	return f
 }
@@ -269,12 +274,9 @@ func (n *Node) newPendingFile(wfd, rfd, flags int) fs.FileHandle {
 	f := &fileHandle{fd: wfd, readFd: rfd, node: n, flags: flags}
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	n.register(f)
-	n.plainOpen++
-	if n.lowerFiles == nil {
-		n.lowerFiles = map[*fileHandle]bool{}
-	}
-	n.lowerFiles[f] = true
+	of := n.register(f)
+	of.plain++
+	of.addLower(f)
 	return f
 }
 
@@ -293,27 +295,47 @@ func (n *Node) completeData() syscall.Errno {
 func (n *Node) Release(ctx context.Context, f fs.FileHandle) syscall.Errno {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	switch h := f.(type) {
+	var h *fileHandle
+	switch f := f.(type) {
 	case *passthroughFile:
-		n.passOpen--
-		delete(n.open, h.fileHandle)
-		return h.Release(ctx)
+		h = f.fileHandle
+		if n.files != nil {
+			n.files.pass--
+		}
 	case *fileHandle:
-		n.plainOpen--
-		delete(n.lowerFiles, h)
-		delete(n.open, h)
-		return h.Release(ctx)
+		h = f
+		if n.files != nil {
+			n.files.plain--
+			delete(n.files.lower, h)
+		}
+	default:
+		return 0
 	}
-	return 0
+	if n.files != nil {
+		delete(n.files.all, h)
+		if len(n.files.all) == 0 {
+			n.files = nil
+		}
+	}
+	return h.Release(ctx)
 }
 
-// register notes an open handle.
+// register notes an open handle and returns the node's open files.
 // Preconditions: n.mu is held.
-func (n *Node) register(f *fileHandle) {
-	if n.open == nil {
-		n.open = map[*fileHandle]bool{}
+func (n *Node) register(f *fileHandle) *openFiles {
+	if n.files == nil {
+		n.files = &openFiles{all: map[*fileHandle]bool{}}
 	}
-	n.open[f] = true
+	n.files.all[f] = true
+	return n.files
+}
+
+// addLower notes an open handle on the lower file.
+func (of *openFiles) addLower(f *fileHandle) {
+	if of.lower == nil {
+		of.lower = map[*fileHandle]bool{}
+	}
+	of.lower[f] = true
 }
 
 // openFile returns the handle of f, or else any open handle of the node,
@@ -327,7 +349,10 @@ func (n *Node) openFile(f fs.FileHandle) *fileHandle {
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	for h := range n.open {
+	if n.files == nil {
+		return nil
+	}
+	for h := range n.files.all {
 		return h
 	}
 	return nil
@@ -341,8 +366,8 @@ func (n *Node) child(ctx context.Context, e *union.Entry, st *unix.Stat_t, out *
 			st.Nlink = full.Nlink
 		}
 	}
-	c := &Node{u: n.u, e: *e}
-	c.e.Path = ""
+	c := &Node{u: n.u}
+	c.e.save(e)
 	// Names of one inode share a node (lower hard links stay one inode
 	// after copy-up: see union/index.go).
 	id := fs.StableAttr{Mode: e.Mode, Ino: e.Ino}
@@ -359,8 +384,8 @@ func (n *Node) child(ctx context.Context, e *union.Entry, st *unix.Stat_t, out *
 			h := fnv.New64a()
 			h.Write([]byte(e.Path))
 			id.Gen = h.Sum64() | 1
-			c = &Node{u: n.u, e: *e}
-			c.e.Path = ""
+			c = &Node{u: n.u}
+			c.e.save(e)
 			in = n.NewInode(ctx, c, id)
 			old, _ = in.Operations().(*Node)
 		}
@@ -380,10 +405,10 @@ func (n *Node) noteLower(e *union.Entry, st *unix.Stat_t) {
 	if e.Mode != unix.S_IFREG || dataUpper(e) {
 		return
 	}
-	now := [3]int64{st.Size, st.Mtim.Sec, st.Mtim.Nsec}
+	now := maphash.Comparable(seenSeed, [3]int64{st.Size, st.Mtim.Sec, st.Mtim.Nsec}) | 1
 	n.mu.Lock()
-	changed := n.seenData && n.seen != now
-	n.seen, n.seenData = now, true
+	changed := n.seen != 0 && n.seen != now
+	n.seen = now
 	n.mu.Unlock()
 	if changed {
 		// Not from inside the request: the kernel may hold the inode.
@@ -391,15 +416,18 @@ func (n *Node) noteLower(e *union.Entry, st *unix.Stat_t) {
 	}
 }
 
+// seenSeed seeds the hashes of Node.seen.
+var seenSeed = maphash.MakeSeed()
+
 // collides reports whether e, found under another name than old's, is
 // another object than old's although it has the same inode number.
 // Several names of one object are normal (hard links: indexed lower ones,
 // upper ones, which then share the real inode).
 func collides(old *Node, e *union.Entry) bool {
 	old.mu.Lock()
-	oe := old.e
+	oldIndex, oldReal := old.e.index(), old.e.real
 	old.mu.Unlock()
-	if e.IsDir() || oe.Index != "" || e.Index != "" || oe.Real == e.Real || oe.Real == [2]uint64{} {
+	if e.IsDir() || oldIndex != "" || e.Index != "" || oldReal == e.Real || oldReal == [2]uint64{} {
 		return false
 	}
 	return old.Path(nil) != e.Path
@@ -606,7 +634,8 @@ func (n *Node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse
 	if err != nil {
 		return nil, nil, 0, errno(err)
 	}
-	c := &Node{u: n.u, e: *e}
+	c := &Node{u: n.u}
+	c.e.save(e)
 	in := n.NewInode(ctx, c, fs.StableAttr{Mode: e.Mode, Ino: e.Ino})
 	fillAttr(&out.Attr, &st)
 	return in, in.Operations().(*Node).newFile(fd, e), fuse.FOPEN_KEEP_CACHE, 0
@@ -901,7 +930,7 @@ func (n *Node) xattrFd(en syscall.Errno, write bool, attr string, op func(fd int
 		return syscall.ENODATA
 	}
 	n.mu.Lock()
-	key := n.e.Index
+	key := n.e.index()
 	n.mu.Unlock()
 	return h.xattrFd(n.u, key, write, op)
 }

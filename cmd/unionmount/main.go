@@ -162,6 +162,11 @@ func serve(c mountConfig, ready func(error)) int {
 			}
 		}
 	}
+	if path := os.Getenv("UNIONMOUNT_MEMPROFILE"); path != "" {
+		// For benchmarks: a heap profile of the daemon, written on each
+		// SIGUSR1 (not at unmount: the kernel forgets its inodes first).
+		go heapProfileOnSignal(path)
+	}
 	if err := checkMountpoint(c.mountpoint); err != nil {
 		return fail(err)
 	}
@@ -257,6 +262,37 @@ func debugStats(path string) {
 		if os.WriteFile(tmp, []byte(line), 0o644) == nil {
 			_ = os.Rename(tmp, path)
 		}
+	}
+}
+
+// heapProfileOnSignal (over)writes path with a heap profile of what is
+// live on each SIGUSR1, by a rename so that a reader never sees half a file.
+func heapProfileOnSignal(path string) {
+	usr1 := make(chan os.Signal, 1)
+	signal.Notify(usr1, syscall.SIGUSR1)
+	for range usr1 {
+		runtime.GC() // the profile is that of the last collection
+		writeHeapProfile(path)
+	}
+}
+
+// writeHeapProfile writes a heap profile to path, by way of a temporary file.
+func writeHeapProfile(path string) {
+	tmp := path + ".tmp"
+	f, err := os.Create(tmp)
+	if err != nil {
+		slog.Warn("heap profile", "err", err)
+		return
+	}
+	err = pprof.WriteHeapProfile(f)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		slog.Warn("heap profile", "err", err)
 	}
 }
 
