@@ -7,7 +7,6 @@ import (
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
-	"github.com/unionmount/unionmount/union"
 )
 
 // dirHandle is an open directory. The merged listing is built on the first
@@ -105,7 +104,7 @@ func (d *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut)
 		mode = d.list[d.next-1].Mode
 	}
 	if d.plus == nil {
-		d.plus = policyOf(d.n.u)
+		d.plus = &mountOf(d.n.u).plus
 		d.skipFiles = d.plus.skipFiles()
 	}
 	skip := mode&syscall.S_IFMT != syscall.S_IFDIR && d.skipFiles > 0
@@ -153,17 +152,6 @@ const (
 	// plusWindow is how many skipped files make a decision.
 	plusWindow = 32
 )
-
-var policies sync.Map // *union.Union → *plusPolicy
-
-// policyOf returns the mount's policy.
-func policyOf(u *union.Union) *plusPolicy {
-	if p, ok := policies.Load(u); ok {
-		return p.(*plusPolicy)
-	}
-	p, _ := policies.LoadOrStore(u, &plusPolicy{})
-	return p.(*plusPolicy)
-}
 
 // skipFiles decides how many files one listing skips. The LOOKUPs that
 // follow the previous listings have arrived by the time a walker lists

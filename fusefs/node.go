@@ -48,6 +48,8 @@ type Node struct {
 	// skipped counts the names of this directory that READDIRPLUS did not
 	// look up and no LOOKUP has asked for since (see plusPolicy).
 	skipped int32
+	// counted: the node counts against max_entries (see residency).
+	counted bool
 	// seen is a hash of the size and mtime last reported for a file whose
 	// data is below, 0 before the first: when they change, a lower file
 	// was changed behind our back and the kernel's cached pages are
@@ -91,6 +93,7 @@ var (
 	_ = (fs.NodeListxattrer)((*Node)(nil))
 	_ = (fs.NodeStatfser)((*Node)(nil))
 	_ = (fs.NodeReleaser)((*Node)(nil))
+	_ = (fs.NodeOnForgetter)((*Node)(nil))
 )
 
 // Options are the FUSE-side settings of a mount.
@@ -106,6 +109,8 @@ type Options struct {
 	Debug bool
 	// Timeout is how long the kernel may cache entries and attributes.
 	Timeout time.Duration
+	// MaxEntries bounds the file nodes kept (see residency); 0: no bound.
+	MaxEntries int
 	// MountFlags are generic options that become mount flags: dev, nodev,
 	// suid, nosuid, exec, noexec (later ones win).
 	MountFlags []string
@@ -122,6 +127,7 @@ func Mount(u *union.Union, mountpoint string, o Options) (*fuse.Server, error) {
 	}
 	root := &Node{u: u}
 	root.e.save(rootEntry)
+	mountOf(u).resident.setMax(o.MaxEntries)
 	timeout := o.Timeout
 	if o.FsName == "" {
 		o.FsName = "unionmount"
@@ -374,6 +380,10 @@ func (n *Node) child(ctx context.Context, e *union.Entry, st *unix.Stat_t, out *
 	in := n.NewInode(ctx, c, id)
 	if in.Operations() == c {
 		c.noteLower(e, st)
+		if e.Mode != unix.S_IFDIR {
+			c.counted = true
+			mountOf(n.u).resident.add(in)
+		}
 	}
 	if old, ok := in.Operations().(*Node); ok && old != c {
 		old.noteLower(e, st)
@@ -395,6 +405,14 @@ func (n *Node) child(ctx context.Context, e *union.Entry, st *unix.Stat_t, out *
 	}
 	fillAttr(&out.Attr, st)
 	return in
+}
+
+// OnForget: the kernel forgot the node (a file node counts against
+// max_entries while it holds it).
+func (n *Node) OnForget() {
+	if n.counted {
+		mountOf(n.u).resident.forgot()
+	}
 }
 
 // noteLower drops the kernel's cached pages of a file whose data is in a
@@ -476,7 +494,7 @@ func (n *Node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs
 	}
 	n.mu.Unlock()
 	if skipped {
-		policyOf(n.u).noteAsked()
+		mountOf(n.u).plus.noteAsked()
 	}
 	return n.lookup(ctx, name, out)
 }

@@ -187,6 +187,7 @@ func serve(c mountConfig, ready func(error)) int {
 		FsName:     c.fsName,
 		Debug:      c.debug,
 		Timeout:    c.timeout,
+		MaxEntries: c.maxEntries,
 		MountFlags: mountFlags(root, c.mountFlags),
 	})
 	if err != nil {
@@ -197,7 +198,7 @@ func serve(c mountConfig, ready func(error)) int {
 	}
 	conn := fuseConnection(c.mountpoint)
 	if path := os.Getenv("UNIONMOUNT_DEBUG_STATS"); path != "" {
-		go debugStats(path)
+		go debugStats(path, u)
 	}
 	ready(nil)
 	served := make(chan struct{})
@@ -249,15 +250,15 @@ func mountFlags(root bool, given []string) []string {
 }
 
 // debugStats, for tests: on each SIGUSR1, (over)write path with the
-// daemon's goroutine count and heap in use, by a rename so that a reader
-// never sees half a line.
-func debugStats(path string) {
+// daemon's goroutine count, heap in use and file nodes the kernel holds,
+// by a rename so that a reader never sees half a line.
+func debugStats(path string, u *union.Union) {
 	usr1 := make(chan os.Signal, 1)
 	signal.Notify(usr1, syscall.SIGUSR1)
 	for range usr1 {
 		var ms runtime.MemStats
 		runtime.ReadMemStats(&ms)
-		line := fmt.Sprintf("goroutines=%d heap_inuse=%d\n", runtime.NumGoroutine(), ms.HeapInuse)
+		line := fmt.Sprintf("goroutines=%d heap_inuse=%d files=%d\n", runtime.NumGoroutine(), ms.HeapInuse, fusefs.ResidentFiles(u))
 		tmp := path + ".tmp"
 		if os.WriteFile(tmp, []byte(line), 0o644) == nil {
 			_ = os.Rename(tmp, path)

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/unionmount/unionmount/fusefs"
 	"github.com/unionmount/unionmount/union"
 )
 
@@ -19,6 +20,7 @@ type mountConfig struct {
 	debug      bool
 	fsName     string
 	timeout    time.Duration
+	maxEntries int
 	mountpoint string
 	// redirectSet and metacopySet: the options were given explicitly.
 	redirectSet, metacopySet bool
@@ -29,8 +31,9 @@ type mountConfig struct {
 
 func defaultConfig() mountConfig {
 	return mountConfig{
-		union:   union.Config{RedirectDir: true, WhiteoutFiles: true, MetaCopy: true},
-		timeout: 30 * time.Second,
+		union:      union.Config{RedirectDir: true, WhiteoutFiles: true, MetaCopy: true},
+		timeout:    30 * time.Second,
+		maxEntries: fusefs.DefaultMaxEntries,
 	}
 }
 
@@ -124,6 +127,12 @@ func parseOptions(s string, c *mountConfig) error {
 				return fmt.Errorf("option timeout=%q: want seconds", val)
 			}
 			c.timeout = time.Duration(secs * float64(time.Second))
+		case key == "max_entries":
+			n, err := strconv.Atoi(val)
+			if err != nil || n < 0 {
+				return fmt.Errorf("option max_entries=%q: want a number of entries (0: no limit)", val)
+			}
+			c.maxEntries = n
 		case key == "uidmapping" || key == "gidmapping" || strings.HasPrefix(key, "squash_to"):
 			return fmt.Errorf("option %s: id mapping is not supported", key)
 		case ignoredOptions[key] || strings.HasPrefix(key, "x-") || key == "comment" || key == "context" || key == "subtype" || key == "max_read":
@@ -184,6 +193,8 @@ MOUNTPOINT. Without upperdir the union is read-only.
        metacopy=on|off  chmod/chown/utimes/xattrs of lower files copy no data (default on)
        volatile, fsync=0     do not fsync copied-up data
        timeout=SECONDS  kernel cache time for entries and attributes (default 30)
+       max_entries=N    files the kernel (and the daemon) keep cached; past it
+                        the oldest unused are dropped (default 150000; 0: no limit)
        dev, nodev, suid, nosuid, exec, noexec   as mount(8) (root: dev,suid
                         by default; others get nodev,nosuid from fusermount3)
        ro, and mount(8)'s other generic options (accepted, no effect)

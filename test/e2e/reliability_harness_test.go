@@ -393,6 +393,13 @@ func fdTargets(pid int) []string {
 // debug hook UNIONMOUNT_DEBUG_STATS (SIGUSR1 writes "goroutines=N ..." to
 // the file it names); ok is false if the daemon has no such hook.
 func goroutineCount(pid int, statsFile string) (n int, ok bool) {
+	return daemonStat(pid, statsFile, "goroutines")
+}
+
+// daemonStat asks the daemon for one value of its debug hook
+// UNIONMOUNT_DEBUG_STATS (SIGUSR1 writes "goroutines=N heap_inuse=N
+// files=N" to the file it names); ok is false if the daemon has no hook.
+func daemonStat(pid int, statsFile, key string) (n int, ok bool) {
 	// Without a handler SIGUSR1 would end the daemon: send it only if the
 	// daemon catches it (SigCgt in /proc/PID/status).
 	if !catchesSignal(pid, syscall.SIGUSR1) {
@@ -406,7 +413,7 @@ func goroutineCount(pid int, statsFile string) (n int, ok bool) {
 	for time.Now().Before(deadline) {
 		if b, err := os.ReadFile(statsFile); err == nil {
 			for _, f := range strings.Fields(string(b)) {
-				if v, ok := strings.CutPrefix(f, "goroutines="); ok {
+				if v, ok := strings.CutPrefix(f, key+"="); ok {
 					if n, err := strconv.Atoi(v); err == nil {
 						return n, true
 					}
@@ -418,7 +425,6 @@ func goroutineCount(pid int, statsFile string) (n int, ok bool) {
 	return 0, false
 }
 
-// catchesSignal reports whether process pid has a handler for sig.
 func catchesSignal(pid int, sig syscall.Signal) bool {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
