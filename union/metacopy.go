@@ -174,7 +174,12 @@ func (u *Union) OpenDeferred(e *Entry, flags int) (wfd, rfd int, ok bool, err er
 	// O_APPEND is there to write: copying the data at once costs one build
 	// instead of two.
 	if u.upper == nil || !u.cfg.MetaCopy || flags&(unix.O_TRUNC|unix.O_APPEND) != 0 || e.Mode != unix.S_IFREG ||
-		e.Index != "" || (e.Upper && !e.MetaCopy) || len(e.Lower) == 0 {
+		e.Index != "" {
+		return -1, -1, false, nil
+	}
+	// A lower file, or a metadata-only copy whose data is known. One found
+	// by a lookup has no e.Lower (the upper file hides it), only e.Data.
+	if (e.Upper && (!e.MetaCopy || e.Data == nil)) || (!e.Upper && len(e.Lower) == 0) {
 		return -1, -1, false, nil
 	}
 	u.renameMu.RLock()

@@ -483,3 +483,28 @@ func TestMetaCopyLeavesDataBelowUntilWritten(t *testing.T) {
 		t.Error("metacopy mark left after the data was copied up")
 	}
 }
+
+// A write-open of a metadata-only copy found by a lookup (after a remount,
+// or a new lookup of the name) copies no data until the first write.
+func TestOpenDeferredOfLookedUpMetaCopy(t *testing.T) {
+	f := newFixture(t, 1)
+	data := strings.Repeat("d", 1<<16)
+	write(t, f.lowers[0]+"/f", data)
+	u, err := New(Config{Lowers: f.lowers, Upper: f.upper, Work: f.work, MetaCopy: true})
+	must(t, err)
+	defer u.Close()
+	mode := uint32(0o600)
+	must(t, u.SetAttr(resolve(t, u, "f"), SetAttr{Mode: &mode}))
+
+	e := resolve(t, u, "f")
+	wfd, rfd, ok, err := u.OpenDeferred(e, unix.O_WRONLY)
+	must(t, err)
+	if !ok {
+		t.Fatal("a looked-up metadata-only copy was not opened deferred")
+	}
+	unix.Close(wfd)
+	unix.Close(rfd)
+	if _, err := unix.Getxattr(f.upper+"/f", "trusted.overlay.metacopy", nil); err != nil {
+		t.Errorf("a write-open without a write copied the data up: %v", err)
+	}
+}
