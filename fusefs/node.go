@@ -33,7 +33,7 @@ import (
 // Node is an inode of the union mount.
 type Node struct {
 	fs.Inode
-	u *union.Union
+	*mount
 
 	mu sync.Mutex
 	e  union.Entry // Path is not kept: see entry()
@@ -54,6 +54,14 @@ type Node struct {
 	// and the kernel's cached pages are dropped (see noteLower).
 	seen     [3]int64
 	seenData bool
+}
+
+// mount is what every node of one mount shares.
+type mount struct {
+	u *union.Union
+	// attrTimeout is how long the kernel may cache the attributes a reply
+	// carries.
+	attrTimeout time.Duration
 }
 
 // What a Node implements.
@@ -105,8 +113,8 @@ func Mount(u *union.Union, mountpoint string, o Options) (*fuse.Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	root := &Node{u: u, e: *rootEntry}
 	timeout := o.Timeout
+	root := &Node{mount: &mount{u: u, attrTimeout: timeout}, e: *rootEntry}
 	if o.FsName == "" {
 		o.FsName = "unionmount"
 	}
@@ -325,7 +333,7 @@ func (n *Node) child(ctx context.Context, e *union.Entry, st *unix.Stat_t, out *
 			st.Nlink = full.Nlink
 		}
 	}
-	c := &Node{u: n.u, e: *e}
+	c := &Node{mount: n.mount, e: *e}
 	c.e.Path = ""
 	// Names of one inode share a node (lower hard links stay one inode
 	// after copy-up: see union/index.go).
@@ -343,7 +351,7 @@ func (n *Node) child(ctx context.Context, e *union.Entry, st *unix.Stat_t, out *
 			h := fnv.New64a()
 			h.Write([]byte(e.Path))
 			id.Gen = h.Sum64() | 1
-			c = &Node{u: n.u, e: *e}
+			c = &Node{mount: n.mount, e: *e}
 			c.e.Path = ""
 			in = n.NewInode(ctx, c, id)
 			old, _ = in.Operations().(*Node)
@@ -503,7 +511,13 @@ func (n *Node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 	if err != nil {
 		return errno(err)
 	}
-	return n.Getattr(ctx, f, out)
+	if en := n.Getattr(ctx, f, out); en != 0 {
+		return en
+	}
+	// go-fuse sets no timeout on a SETATTR reply: without one the kernel
+	// asks again (GETATTR) at the next stat, chown or open.
+	out.SetTimeout(n.attrTimeout)
+	return 0
 }
 
 func setTime(valid, set, now uint32, sec uint64, nsec uint32) *unix.Timespec {
@@ -576,7 +590,7 @@ func (n *Node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse
 	if err != nil {
 		return nil, nil, 0, errno(err)
 	}
-	c := &Node{u: n.u, e: *e}
+	c := &Node{mount: n.mount, e: *e}
 	in := n.NewInode(ctx, c, fs.StableAttr{Mode: e.Mode, Ino: e.Ino})
 	fillAttr(&out.Attr, &st)
 	return in, in.Operations().(*Node).newFile(fd, e), fuse.FOPEN_KEEP_CACHE, 0
