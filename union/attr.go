@@ -189,13 +189,15 @@ func (u *Union) SetAttr(e *Entry, a SetAttr) error {
 	}
 	u.renameMu.RLock()
 	var err error
+	applied := false
 	if a.Size != nil {
 		err = u.CopyUp(e, *a.Size) // only the bytes that remain
 	} else {
-		err = u.CopyUpMeta(e)
+		// A lower file gets the changes while its copy is built.
+		applied, err = u.copyUpMeta(e, &a)
 	}
 	u.renameMu.RUnlock()
-	if err != nil {
+	if err != nil || applied {
 		return err
 	}
 	obj, err := u.upperObject(e.Path, e.Mode)
@@ -237,6 +239,46 @@ func (a SetAttr) Apply(fd int, mode uint32) error {
 		err = unix.Ftruncate(w, *a.Size)
 		unix.Close(w)
 		if err != nil {
+			return err
+		}
+	}
+	if a.Atime != nil || a.Mtime != nil {
+		ts := []unix.Timespec{{Nsec: unix.UTIME_OMIT}, {Nsec: unix.UTIME_OMIT}}
+		if a.Atime != nil {
+			ts[0] = *a.Atime
+		}
+		if a.Mtime != nil {
+			ts[1] = *a.Mtime
+		}
+		if err := unix.UtimesNanoAt(fd, "", ts, unix.AT_EMPTY_PATH); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ApplyFile makes the changes of a to the regular file open as fd for
+// writing: through the descriptor, with no path walk.
+func (a SetAttr) ApplyFile(fd int) error {
+	if a.Uid != nil || a.Gid != nil {
+		uid, gid := -1, -1
+		if a.Uid != nil {
+			uid = int(*a.Uid)
+		}
+		if a.Gid != nil {
+			gid = int(*a.Gid)
+		}
+		if err := unix.Fchown(fd, uid, gid); err != nil {
+			return err
+		}
+	}
+	if a.Mode != nil {
+		if err := unix.Fchmod(fd, *a.Mode&^unix.S_IFMT); err != nil {
+			return err
+		}
+	}
+	if a.Size != nil {
+		if err := unix.Ftruncate(fd, *a.Size); err != nil {
 			return err
 		}
 	}

@@ -103,6 +103,7 @@ type Union struct {
 	copyLocks keyedMutex
 	tmpSeq    atomic.Uint64
 	copyGen   atomic.Uint64 // counts copy-ups, so callers can tell if one happened
+	noTmpfile atomic.Bool   // the upper filesystem has no O_TMPFILE: copies are built in workdir
 
 	root bool // running as root: can chown, create whiteouts, set trusted.*
 }
