@@ -300,15 +300,22 @@ func (a SetAttr) ApplyFile(fd int) error {
 // Getxattr reads xattr name of e; overlay's own attributes do not exist for
 // users.
 func (u *Union) Getxattr(e *Entry, name string, dest []byte) (int, error) {
-	if u.format.IsPrivate(name) {
+	if u.format.IsPrivate(name) || noXattrs(e) {
 		return 0, unix.ENODATA
 	}
 	l, p := u.top(e)
 	return l.Getxattr(p, name, dest)
 }
 
+// noXattrs reports whether e's visible object is known to have no xattrs
+// but overlay's own.
+func noXattrs(e *Entry) bool { return e.Upper && e.NoXattrs && e.Index == "" && !e.IsDir() }
+
 // Listxattr lists e's xattr names, without overlay's own.
 func (u *Union) Listxattr(e *Entry) ([]string, error) {
+	if noXattrs(e) {
+		return nil, nil
+	}
 	l, p := u.top(e)
 	names, err := l.Listxattr(p)
 	if err != nil {
@@ -337,6 +344,7 @@ func (u *Union) Setxattr(e *Entry, name string, value []byte, flags int) error {
 	if err != nil {
 		return err
 	}
+	e.NoXattrs = false
 	obj, err := u.upperObject(e.Path, e.Mode)
 	if err != nil {
 		return err
@@ -368,6 +376,7 @@ func (u *Union) Removexattr(e *Entry, name string) error {
 	if err != nil {
 		return err
 	}
+	e.NoXattrs = false
 	obj, err := u.upperObject(e.Path, e.Mode)
 	if err != nil {
 		return err

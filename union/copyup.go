@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
+	"strings"
 
 	"golang.org/x/sys/unix"
 
@@ -90,7 +92,9 @@ func (u *Union) Refresh(e *Entry) {
 		return
 	}
 	st, err := u.upper.Lstat(e.Path)
+	wasUpper := e.Upper
 	e.Upper = err == nil && !layer.IsWhiteout(&st) && st.Mode&unix.S_IFMT == e.Mode
+	e.NoXattrs = e.NoXattrs && wasUpper && e.Upper
 	e.MetaCopy = e.Upper && e.Mode == unix.S_IFREG && (e.Data != nil || len(e.Lower) > 0) && u.hasMetacopy(e.Path)
 	if e.MetaCopy && e.Data == nil {
 		e.Data = &e.Lower[0]
@@ -249,7 +253,12 @@ func (u *Union) copyUpTmpfile(e *Entry, size int64, pst *unix.Stat_t, change *Se
 	if err := unix.Fchmod(out, st.Mode&^unix.S_IFMT); err != nil {
 		return false, fmt.Errorf("chmod: %w", err)
 	}
-	if err := copyXattrs(out, in, u.format.IsPrivate); err != nil {
+	names, err := copyXattrs(out, in, u.format.IsPrivate)
+	if err != nil {
+		return false, err
+	}
+	noXattrs, err := u.dropInheritedACLs(out, names)
+	if err != nil {
 		return false, err
 	}
 	if err := unix.Fsetxattr(out, u.format.Name(layer.Origin), originValue(&st), 0); err != nil && !ignorableXattrErr(err) {
@@ -282,7 +291,33 @@ func (u *Union) copyUpTmpfile(e *Entry, size int64, pst *unix.Stat_t, change *Se
 	}
 	// A copy-up is no change the user made to the parent: keep its times.
 	_ = u.upper.Lutimes(dir, []unix.Timespec{pst.Atim, pst.Mtim})
+	e.NoXattrs = noXattrs
 	return true, nil
+}
+
+// dropInheritedACLs removes from new upper file out the ACLs that a
+// default ACL of its directory gave it and its lower file (with xattrs
+// names) does not have, and reports whether out is left with no xattrs but
+// overlay's own.
+func (u *Union) dropInheritedACLs(out int, names []string) (noXattrs bool, err error) {
+	has, err := layer.ListxattrFd(out)
+	if err != nil {
+		return false, fmt.Errorf("list xattrs of the copy: %w", err)
+	}
+	noXattrs = true
+	for _, n := range has {
+		if u.format.IsPrivate(n) {
+			continue
+		}
+		if strings.HasPrefix(n, "system.posix_acl_") && !slices.Contains(names, n) {
+			if err := unix.Fremovexattr(out, n); err != nil {
+				return false, fmt.Errorf("remove inherited %s: %w", n, err)
+			}
+			continue
+		}
+		noXattrs = false
+	}
+	return noXattrs, nil
 }
 
 // copySize copies the first size bytes (all when size < 0) of regular
@@ -304,11 +339,11 @@ func copySize(out, in int, st *unix.Stat_t, size int64) error {
 
 // copyXattrs copies the extended attributes of open file in to out, but
 // those skip says no to; those the upper cannot hold are left out, as
-// kernel overlayfs does.
-func copyXattrs(out, in int, skip func(string) bool) error {
+// kernel overlayfs does. It returns the names of in's attributes.
+func copyXattrs(out, in int, skip func(string) bool) ([]string, error) {
 	names, err := layer.ListxattrFd(in)
 	if err != nil {
-		return fmt.Errorf("list xattrs: %w", err)
+		return nil, fmt.Errorf("list xattrs: %w", err)
 	}
 	var buf []byte
 	for _, n := range names {
@@ -331,13 +366,13 @@ func copyXattrs(out, in int, skip func(string) bool) error {
 			continue // removed meanwhile
 		}
 		if err != nil {
-			return fmt.Errorf("get xattr %s: %w", n, err)
+			return nil, fmt.Errorf("get xattr %s: %w", n, err)
 		}
 		if err := unix.Fsetxattr(out, n, buf[:sz], 0); err != nil && !ignorableXattrErr(err) {
-			return fmt.Errorf("set xattr %s: %w", n, err)
+			return nil, fmt.Errorf("set xattr %s: %w", n, err)
 		}
 	}
-	return nil
+	return names, nil
 }
 
 // buildCopy makes a copy of lower object src (st) in workdir/work and
