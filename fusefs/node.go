@@ -171,7 +171,10 @@ func (n *Node) entry() (*union.Entry, syscall.Errno) {
 	n.mu.Lock()
 	e := n.e
 	// The names of an indexed inode share this node but not their state.
-	stale := (!dataUpper(&e) && n.gen != n.u.CopyUpGen()) || e.Index != ""
+	// An upper object's state changes only through this node (a
+	// metadata-only copy's data is completed by its own requests, which
+	// save what they did; a rename looks the moved node up again).
+	stale := (!e.Upper && n.gen != n.u.CopyUpGen()) || e.Index != ""
 	n.mu.Unlock()
 	e.Path = n.Path(nil)
 	if e.Path == "" && !n.IsRoot() {
@@ -182,7 +185,7 @@ func (n *Node) entry() (*union.Entry, syscall.Errno) {
 		n.u.Refresh(&e)
 		n.save(&e)
 		n.mu.Lock()
-		if !dataUpper(&n.e) {
+		if !n.e.Upper {
 			n.gen = gen
 		}
 		n.mu.Unlock()
@@ -327,13 +330,15 @@ func (n *Node) openFile(f fs.FileHandle) *fileHandle {
 
 // child registers the node for e under n, or refreshes the one the kernel
 // already knows with the same inode number.
-func (n *Node) child(ctx context.Context, e *union.Entry, st *unix.Stat_t, out *fuse.EntryOut) *fs.Inode {
+//
+// gen is the copy-up generation read before e was looked up (see Node.gen).
+func (n *Node) child(ctx context.Context, e *union.Entry, st *unix.Stat_t, out *fuse.EntryOut, gen uint64) *fs.Inode {
 	if e.Merged() {
 		if full, err := n.u.Stat(e); err == nil {
 			st.Nlink = full.Nlink
 		}
 	}
-	c := &Node{mount: n.mount, e: *e}
+	c := &Node{mount: n.mount, e: *e, gen: gen}
 	c.e.Path = ""
 	// Names of one inode share a node (lower hard links stay one inode
 	// after copy-up: see union/index.go).
@@ -351,7 +356,7 @@ func (n *Node) child(ctx context.Context, e *union.Entry, st *unix.Stat_t, out *
 			h := fnv.New64a()
 			h.Write([]byte(e.Path))
 			id.Gen = h.Sum64() | 1
-			c = &Node{mount: n.mount, e: *e}
+			c = &Node{mount: n.mount, e: *e, gen: gen}
 			c.e.Path = ""
 			in = n.NewInode(ctx, c, id)
 			old, _ = in.Operations().(*Node)
@@ -437,11 +442,13 @@ func (n *Node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs
 	if en != 0 {
 		return nil, en
 	}
+	// Nothing copied up after this needs no second look (see entry).
+	gen := n.u.CopyUpGen()
 	e, st, err := n.u.Lookup(pe, name)
 	if err != nil {
 		return nil, errno(err)
 	}
-	return n.child(ctx, e, &st, out), 0
+	return n.child(ctx, e, &st, out, gen), 0
 }
 
 // Getattr reports the merged attributes.
@@ -606,7 +613,7 @@ func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	if err != nil {
 		return nil, nil, 0, errno(err)
 	}
-	child := n.child(ctx, e, &st, out)
+	child := n.child(ctx, e, &st, out, 0)
 	return child, child.Operations().(*Node).newFile(fd, e), fuse.FOPEN_KEEP_CACHE, 0
 }
 
@@ -652,7 +659,7 @@ func (n *Node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 	if err != nil {
 		return nil, errno(err)
 	}
-	return n.child(ctx, e, &st, out), 0
+	return n.child(ctx, e, &st, out, 0), 0
 }
 
 // Mknod makes a device, fifo or socket.
@@ -665,7 +672,7 @@ func (n *Node) Mknod(ctx context.Context, name string, mode uint32, dev uint32, 
 	if err != nil {
 		return nil, errno(err)
 	}
-	return n.child(ctx, e, &st, out), 0
+	return n.child(ctx, e, &st, out, 0), 0
 }
 
 // Symlink makes a symlink.
@@ -678,7 +685,7 @@ func (n *Node) Symlink(ctx context.Context, target, name string, out *fuse.Entry
 	if err != nil {
 		return nil, errno(err)
 	}
-	return n.child(ctx, e, &st, out), 0
+	return n.child(ctx, e, &st, out, 0), 0
 }
 
 // Link makes a hard link to target, copying it up first.
@@ -708,14 +715,14 @@ func (n *Node) Link(ctx context.Context, target fs.InodeEmbedder, name string, o
 		if err != nil {
 			return nil, errno(err)
 		}
-		return n.child(ctx, e, &st, out), 0
+		return n.child(ctx, e, &st, out, 0), 0
 	}
 	e, st, err := n.u.Link(se, pe, name)
 	src.save(se)
 	if err != nil {
 		return nil, errno(err)
 	}
-	return n.child(ctx, e, &st, out), 0
+	return n.child(ctx, e, &st, out, 0), 0
 }
 
 // Readlink reads a symlink's target.

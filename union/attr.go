@@ -55,7 +55,9 @@ func (u *Union) Stat(e *Entry) (unix.Stat_t, error) {
 	st = u.fixStat(e, st)
 	if dataBelow(e) && e.Data != nil {
 		// The blocks are the data's, as kernel overlayfs reports them.
-		if dst, err := e.Data.Layer.Lstat(e.Data.Path); err == nil {
+		if e.Data.Blocks > 0 {
+			st.Blocks = e.Data.Blocks
+		} else if dst, err := e.Data.Layer.Lstat(e.Data.Path); err == nil {
 			st.Blocks = dst.Blocks
 		}
 	}

@@ -228,7 +228,7 @@ func (u *Union) copyUpTmpfile(e *Entry, size int64, pst *unix.Stat_t, change *Se
 		var dst unix.Stat_t
 		err = unix.Fstat(data, &dst)
 		if err == nil {
-			err = copySize(out, data, &dst, want)
+			err = u.copySize(out, data, &dst, want)
 		}
 		if err == nil && want > dst.Size {
 			err = unix.Ftruncate(out, want)
@@ -238,7 +238,7 @@ func (u *Union) copyUpTmpfile(e *Entry, size int64, pst *unix.Stat_t, change *Se
 			return false, err
 		}
 	default:
-		if err := copySize(out, in, &st, size); err != nil {
+		if err := u.copySize(out, in, &st, size); err != nil {
 			return false, err
 		}
 	}
@@ -250,7 +250,17 @@ func (u *Union) copyUpTmpfile(e *Entry, size int64, pst *unix.Stat_t, change *Se
 			return false, fmt.Errorf("chown: %w", err)
 		}
 	}
-	if err := unix.Fchmod(out, st.Mode&^unix.S_IFMT); err != nil {
+	var c SetAttr
+	if change != nil {
+		c = *change
+		c.Atime, c.Mtime = nil, nil // set with the copy's own, below
+	}
+	mode := st.Mode &^ unix.S_IFMT
+	if c.Mode != nil && c.Uid == nil && c.Gid == nil {
+		// A chmod alone: the new mode at once.
+		mode, c.Mode = *c.Mode&^unix.S_IFMT, nil
+	}
+	if err := unix.Fchmod(out, mode); err != nil {
 		return false, fmt.Errorf("chmod: %w", err)
 	}
 	names, err := copyXattrs(out, in, u.format.IsPrivate)
@@ -266,8 +276,6 @@ func (u *Union) copyUpTmpfile(e *Entry, size int64, pst *unix.Stat_t, change *Se
 	}
 	times := []unix.Timespec{st.Atim, st.Mtim}
 	if change != nil {
-		c := *change
-		c.Atime, c.Mtime = nil, nil
 		if err := c.ApplyFile(out); err != nil {
 			return false, err
 		}
@@ -292,6 +300,11 @@ func (u *Union) copyUpTmpfile(e *Entry, size int64, pst *unix.Stat_t, change *Se
 	// A copy-up is no change the user made to the parent: keep its times.
 	_ = u.upper.Lutimes(dir, []unix.Timespec{pst.Atim, pst.Mtim})
 	e.NoXattrs = noXattrs
+	if size == metaOnly && e.Data == nil {
+		d := src
+		d.Blocks = st.Blocks
+		e.Data = &d
+	}
 	return true, nil
 }
 
@@ -322,15 +335,22 @@ func (u *Union) dropInheritedACLs(out int, names []string) (noXattrs bool, err e
 
 // copySize copies the first size bytes (all when size < 0) of regular
 // file in (st) to the start of empty file out, keeping holes.
-func copySize(out, in int, st *unix.Stat_t, size int64) error {
+func (u *Union) copySize(out, in int, st *unix.Stat_t, size int64) error {
 	if size < 0 || size > st.Size {
 		size = st.Size
 	}
 	if size > 0 && st.Blocks*512 >= st.Size {
 		// Fully allocated: no hole to look for (three lseeks and a
-		// truncate fewer). Cloning is tried first when all is wanted.
-		if size == st.Size && unix.IoctlFileClone(out, in) == nil {
-			return nil
+		// truncate fewer). Cloning is tried first when all is wanted,
+		// unless it failed before from this filesystem.
+		if _, no := u.noClone.Load(st.Dev); !no && size == st.Size {
+			err := unix.IoctlFileClone(out, in)
+			if err == nil {
+				return nil
+			}
+			if errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.EXDEV) || errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOTTY) {
+				u.noClone.Store(st.Dev, true)
+			}
 		}
 		return copyRange(out, in, 0, size)
 	}

@@ -20,6 +20,9 @@ type Object struct {
 	// XWhiteouts says that this directory's zero-size files with the
 	// whiteout xattr are whiteouts (its opaque xattr is "x").
 	XWhiteouts bool
+	// Blocks is, for the data of a metadata-only copy (Entry.Data), its
+	// st_blocks when known (lower files do not change); 0: unknown.
+	Blocks int64
 }
 
 // Entry is what a lookup finds at one union path: the seed's union stack.
@@ -501,6 +504,7 @@ func (u *Union) metacopyData(parent *Entry, name, redirect string, below *layer.
 			continue
 		}
 		obj := cand.Object
+		obj.Blocks = st.Blocks
 		return &obj
 	}
 	return nil

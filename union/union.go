@@ -104,6 +104,7 @@ type Union struct {
 	tmpSeq    atomic.Uint64
 	copyGen   atomic.Uint64 // counts copy-ups, so callers can tell if one happened
 	noTmpfile atomic.Bool   // the upper filesystem has no O_TMPFILE: copies are built in workdir
+	noClone   sync.Map      // st_dev of lower filesystems whose files the upper cannot clone (FICLONE)
 
 	root bool // running as root: can chown, create whiteouts, set trusted.*
 }
