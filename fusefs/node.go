@@ -167,14 +167,20 @@ func Mount(u *union.Union, mountpoint string, o Options) (*fuse.Server, error) {
 // A node with no name any more (an unlinked file still open, a removed
 // directory) has no path: go-fuse would give the root's. Path operations on
 // it fail with ENOENT; those with a descriptor use the open file instead.
-func (n *Node) entry() (*union.Entry, syscall.Errno) {
+func (n *Node) entry() (*union.Entry, syscall.Errno) { return n.entryFor(false) }
+
+// entryFor is entry for a request that copies the object up before it
+// changes it (change true): a copy-up checks itself, under its lock,
+// whether it happened meanwhile, so the look for copy-ups elsewhere is
+// left out.
+func (n *Node) entryFor(change bool) (*union.Entry, syscall.Errno) {
 	n.mu.Lock()
 	e := n.e
 	// The names of an indexed inode share this node but not their state.
 	// An upper object's state changes only through this node (a
 	// metadata-only copy's data is completed by its own requests, which
 	// save what they did; a rename looks the moved node up again).
-	stale := (!e.Upper && n.gen != n.u.CopyUpGen()) || e.Index != ""
+	stale := (!e.Upper && !change && n.gen != n.u.CopyUpGen()) || e.Index != ""
 	n.mu.Unlock()
 	e.Path = n.Path(nil)
 	if e.Path == "" && !n.IsRoot() {
@@ -501,7 +507,7 @@ func (n *Node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 	}
 	a.Atime = setTime(in.Valid, fuse.FATTR_ATIME, fuse.FATTR_ATIME_NOW, in.Atime, in.Atimensec)
 	a.Mtime = setTime(in.Valid, fuse.FATTR_MTIME, fuse.FATTR_MTIME_NOW, in.Mtime, in.Mtimensec)
-	e, en := n.entry()
+	e, en := n.entryFor(true)
 	if en != 0 {
 		// Unlinked but still open: change the open file.
 		h := n.openFile(f)
@@ -539,7 +545,7 @@ func setTime(valid, set, now uint32, sec uint64, nsec uint32) *unix.Timespec {
 
 // Open opens the file; writing copies it up first.
 func (n *Node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
-	e, en := n.entry()
+	e, en := n.entryFor(flags&syscall.O_ACCMODE != syscall.O_RDONLY || flags&syscall.O_TRUNC != 0)
 	if en != 0 {
 		return n.reopen(e, flags, en)
 	}

@@ -107,11 +107,20 @@ func (u *Union) Open(e *Entry, flags int) (int, error) {
 		if flags&unix.O_TRUNC != 0 {
 			size = 0
 		}
+		opened := -1
 		u.renameMu.RLock()
-		err := u.CopyUp(e, size)
+		_, err := u.copyUp(e, size, nil, &opened)
 		u.renameMu.RUnlock()
 		if err != nil {
 			return -1, err
+		}
+		if opened >= 0 {
+			// The copy just built, open read-write: no second open
+			// where no flag asks for one.
+			if fd, ok := reuseOpened(opened, flags); ok {
+				return fd, nil
+			}
+			unix.Close(opened)
 		}
 		return u.openChecked(u.upper, e.Path, flags, e.Mode)
 	}
@@ -123,6 +132,28 @@ func (u *Union) Open(e *Entry, flags int) (int, error) {
 		flags |= unix.O_NOATIME
 	}
 	return u.openChecked(l, p, flags, e.Mode)
+}
+
+// reuseOpened returns fd, a read-write descriptor of a file just copied
+// up, as the file opened with flags, where flags ask for nothing an open
+// would give and fcntl cannot: O_APPEND and O_NONBLOCK it sets; the access
+// mode does not matter (reads and writes come from the kernel, which
+// checked the mode; passthrough opens its own file with the kernel's
+// flags).
+func reuseOpened(fd, flags int) (int, bool) {
+	// 0x8000: O_LARGEFILE as the kernel sends it on x86-64 (x/sys has 0;
+	// elsewhere it differs, and the file is opened again).
+	const plain = unix.O_ACCMODE | unix.O_APPEND | unix.O_NONBLOCK | 0x8000 | unix.O_TRUNC |
+		unix.O_CREAT | unix.O_EXCL | unix.O_NOCTTY | unix.O_CLOEXEC
+	if flags&^plain != 0 {
+		return -1, false
+	}
+	if set := flags & (unix.O_APPEND | unix.O_NONBLOCK); set != 0 {
+		if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFL, set); err != nil {
+			return -1, false
+		}
+	}
+	return fd, true
 }
 
 // openChecked opens p in l and makes sure it is still an object of e's type:

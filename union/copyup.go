@@ -22,15 +22,18 @@ const All int64 = -1
 // directory is copied without its children. Racing copy-ups of one path copy
 // it once. On success e.Upper is true.
 func (u *Union) CopyUp(e *Entry, size int64) error {
-	_, err := u.copyUp(e, size, nil)
+	_, err := u.copyUp(e, size, nil, nil)
 	return err
 }
 
 // copyUp is CopyUp that also makes the changes of change (if not nil) to
 // the copy while it is built, before it is visible: one build, not a build
 // then a change. applied says it did; if not (e was in upper already, or
-// the copy was not built that way), the caller makes the changes.
-func (u *Union) copyUp(e *Entry, size int64, change *SetAttr) (applied bool, err error) {
+// the copy was not built that way), the caller makes the changes. If opened
+// is not nil and this call built the copy as an unnamed file, *opened is
+// set to a descriptor of it (read-write), which the caller closes; else it
+// is left alone.
+func (u *Union) copyUp(e *Entry, size int64, change *SetAttr, opened *int) (applied bool, err error) {
 	if u.upper == nil {
 		return false, errReadOnly
 	}
@@ -56,7 +59,7 @@ func (u *Union) copyUp(e *Entry, size int64, change *SetAttr) (applied bool, err
 	if len(e.Lower) == 0 && u.indexedKey(e.Index) == "" {
 		return false, fmt.Errorf("copy up %s: no lower object: %w", e.Path, unix.EIO)
 	}
-	if applied, err = u.copyUpOne(e, size, &pst, change); err != nil {
+	if applied, err = u.copyUpOne(e, size, &pst, change, opened); err != nil {
 		return false, fmt.Errorf("copy up %s: %w", e.Path, err)
 	}
 	u.copyGen.Add(1)
@@ -134,12 +137,12 @@ func (u *Union) ensureUpperDir(p string) (unix.Stat_t, error) {
 // attributes pst. A regular file is built in place as an unnamed file where
 // the upper filesystem can (see copyUpTmpfile), with change made to it.
 // Preconditions: the copy-up lock of e.Path is held.
-func (u *Union) copyUpOne(e *Entry, size int64, pst *unix.Stat_t, change *SetAttr) (applied bool, err error) {
+func (u *Union) copyUpOne(e *Entry, size int64, pst *unix.Stat_t, change *SetAttr, opened *int) (applied bool, err error) {
 	if e.Index != "" && u.index != nil {
 		return false, u.copyUpIndexed(e, size)
 	}
 	if e.Mode == unix.S_IFREG {
-		if done, err := u.copyUpTmpfile(e, size, pst, change); done || err != nil {
+		if done, err := u.copyUpTmpfile(e, size, pst, change, opened); done || err != nil {
 			return done && change != nil, err
 		}
 	}
@@ -170,7 +173,7 @@ func (u *Union) copyUpOne(e *Entry, size int64, pst *unix.Stat_t, change *SetAtt
 // copy in workdir.
 // Preconditions: the copy-up lock of e.Path is held; e's parent is in
 // upper, with attributes pst.
-func (u *Union) copyUpTmpfile(e *Entry, size int64, pst *unix.Stat_t, change *SetAttr) (done bool, err error) {
+func (u *Union) copyUpTmpfile(e *Entry, size int64, pst *unix.Stat_t, change *SetAttr, opened *int) (done bool, err error) {
 	if u.noTmpfile.Load() {
 		return false, nil
 	}
@@ -200,7 +203,9 @@ func (u *Union) copyUpTmpfile(e *Entry, size int64, pst *unix.Stat_t, change *Se
 		return false, err
 	}
 	defer func() {
-		unix.Close(out) // unlinked: its space is freed now
+		if out >= 0 {
+			unix.Close(out) // if unlinked, its space is freed now
+		}
 		if err != nil {
 			_ = unix.Syncfs(u.upper.FD()) // see the space given back at once
 		}
@@ -304,6 +309,9 @@ func (u *Union) copyUpTmpfile(e *Entry, size int64, pst *unix.Stat_t, change *Se
 		d := src
 		d.Blocks = st.Blocks
 		e.Data = &d
+	}
+	if opened != nil {
+		*opened, out = out, -1
 	}
 	return true, nil
 }

@@ -35,7 +35,7 @@ func (u *Union) copyUpMeta(e *Entry, change *SetAttr) (applied bool, err error) 
 		return false, nil
 	}
 	if !u.cfg.MetaCopy || e.Mode != unix.S_IFREG || e.Index != "" || len(e.Lower) == 0 {
-		return u.copyUp(e, All, change)
+		return u.copyUp(e, All, change, nil)
 	}
 	pst, err := u.ensureUpperDir(parentOf(e.Path))
 	if err != nil {
@@ -46,7 +46,7 @@ func (u *Union) copyUpMeta(e *Entry, change *SetAttr) (applied bool, err error) 
 	if u.copiedMeanwhile(e) {
 		return false, nil
 	}
-	done, err := u.copyUpTmpfile(e, metaOnly, &pst, change)
+	done, err := u.copyUpTmpfile(e, metaOnly, &pst, change, nil)
 	if err != nil {
 		return false, fmt.Errorf("copy up %s: %w", e.Path, err)
 	}
