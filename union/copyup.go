@@ -17,8 +17,10 @@ const All int64 = -1
 
 // CopyUp makes e exist in upper: a copy of its lower object with the same
 // contents (only the first size bytes when size >= 0, for truncate), mode,
-// owner, times and xattrs, built in workdir/work and renamed into place so
-// no partial object is ever visible. Parents are copied up first. A
+// owner, times and xattrs, built as an unnamed file in its upper directory
+// (regular files, see copyUpTmpfile) or in workdir/work, and linked or
+// renamed into place only when complete, so no partial object is ever
+// visible. Parents are copied up first. A
 // directory is copied without its children. Racing copy-ups of one path copy
 // it once. On success e.Upper is true.
 func (u *Union) CopyUp(e *Entry, size int64) error {
