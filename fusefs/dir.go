@@ -104,7 +104,7 @@ func (d *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut)
 		mode = d.list[d.next-1].Mode
 	}
 	if d.plus == nil {
-		d.plus = &mountOf(d.n.u).plus
+		d.plus = &d.n.plus
 		d.skipFiles = d.plus.skipFiles()
 	}
 	skip := mode&syscall.S_IFMT != syscall.S_IFDIR && d.skipFiles > 0

@@ -43,7 +43,7 @@ func TestMemoryPerEntry(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	root := &Node{u: u}
+	root := &Node{mount: &mount{u: u}}
 	root.e.save(rootEntry)
 	timeout := time.Second
 	bridge := fs.NewNodeFS(root, &fs.Options{

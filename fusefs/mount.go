@@ -8,22 +8,8 @@ import (
 	"github.com/unionmount/unionmount/union"
 )
 
-// mountState is what the nodes of one mount share.
-type mountState struct {
-	plus     plusPolicy
-	resident residency
-}
-
-var mounts sync.Map // *union.Union → *mountState
-
-// mountOf returns the state of u's mount.
-func mountOf(u *union.Union) *mountState {
-	if m, ok := mounts.Load(u); ok {
-		return m.(*mountState)
-	}
-	m, _ := mounts.LoadOrStore(u, &mountState{})
-	return m.(*mountState)
-}
+// mounts are the mounts of this process, by union (for ResidentFiles).
+var mounts sync.Map // *union.Union → *mount
 
 // DefaultMaxEntries is how many file nodes a mount keeps by default: about
 // 200 MiB of daemon memory (see TestMemoryPerEntry and bench/RESULTS.md).
@@ -95,7 +81,11 @@ func (r *residency) forgot() {
 
 // ResidentFiles is how many file nodes of u's mount the kernel holds.
 func ResidentFiles(u *union.Union) int {
-	r := &mountOf(u).resident
+	m, ok := mounts.Load(u)
+	if !ok {
+		return 0
+	}
+	r := &m.(*mount).resident
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.live

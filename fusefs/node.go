@@ -35,7 +35,7 @@ import (
 // Node is an inode of the union mount.
 type Node struct {
 	fs.Inode
-	u *union.Union
+	*mount
 
 	mu sync.Mutex
 	e  savedEntry // the union stack; its path is not kept: see entry()
@@ -68,6 +68,16 @@ type openFiles struct {
 	// all are all open handles, for operations on a node that has no name
 	// any more.
 	all map[*fileHandle]bool
+}
+
+// mount is what every node of one mount shares.
+type mount struct {
+	u *union.Union
+	// attrTimeout is how long the kernel may cache the attributes a reply
+	// carries.
+	attrTimeout time.Duration
+	plus        plusPolicy
+	resident    residency
 }
 
 // What a Node implements.
@@ -125,10 +135,12 @@ func Mount(u *union.Union, mountpoint string, o Options) (*fuse.Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	root := &Node{u: u}
-	root.e.save(rootEntry)
-	mountOf(u).resident.setMax(o.MaxEntries)
 	timeout := o.Timeout
+	m := &mount{u: u, attrTimeout: timeout}
+	m.resident.setMax(o.MaxEntries)
+	mounts.Store(u, m)
+	root := &Node{mount: m}
+	root.e.save(rootEntry)
 	if o.FsName == "" {
 		o.FsName = "unionmount"
 	}
@@ -162,16 +174,20 @@ func Mount(u *union.Union, mountpoint string, o Options) (*fuse.Server, error) {
 		opts.MountOptions.Options = append(opts.MountOptions.Options, "ro")
 	}
 	opts.MountOptions.Options = append(opts.MountOptions.Options, o.MountFlags...)
+	procs := runtime.GOMAXPROCS(0)
 	server, err := fuse.NewServer(&aclUmask{fs.NewNodeFS(root, opts)}, mountpoint, &opts.MountOptions)
 	if err != nil {
 		return nil, err
 	}
-	// go-fuse keeps one reader per P blocked in read(2) on the device. With
-	// every P in a system call, the scheduler takes Ps back from blocked
-	// readers and hands them between threads on each request; two spare
-	// Ps spare it that (a third fewer futex wake-ups and scheduler sleeps
-	// per request, counted with strace).
-	spareProcs.Do(func() { runtime.GOMAXPROCS(runtime.GOMAXPROCS(0) + 2) })
+	// go-fuse reads requests with up to GOMAXPROCS goroutines (at least
+	// two), each blocked in read(2) on /dev/fuse when idle, which holds its
+	// P. With no P left idle the runtime's sysmon takes Ps back from every
+	// system call longer than 20µs (a copy-up's fsync, the readers' own
+	// reads) and hands them between threads: about a sixth of the daemon's
+	// CPU in a copy-up storm, and a third more futex wake-ups per request.
+	// As many more Ps as readers, set once the readers are counted, leave
+	// Ps idle: 10% less CPU in append-go.
+	spareProcs.Do(func() { runtime.GOMAXPROCS(procs + min(max(procs, 2), 16)) })
 	go server.Serve()
 	if err := server.WaitMount(); err != nil {
 		return nil, err
@@ -187,12 +203,21 @@ func Mount(u *union.Union, mountpoint string, o Options) (*fuse.Server, error) {
 // A node with no name any more (an unlinked file still open, a removed
 // directory) has no path: go-fuse would give the root's. Path operations on
 // it fail with ENOENT; those with a descriptor use the open file instead.
-func (n *Node) entry() (*union.Entry, syscall.Errno) {
+func (n *Node) entry() (*union.Entry, syscall.Errno) { return n.entryFor(false) }
+
+// entryFor is entry for a request that copies the object up before it
+// changes it (change true): a copy-up checks itself, under its lock,
+// whether it happened meanwhile, so the look for copy-ups elsewhere is
+// left out.
+func (n *Node) entryFor(change bool) (*union.Entry, syscall.Errno) {
 	path := n.Path(nil)
 	n.mu.Lock()
 	e := n.e.entry(path)
 	// The names of an indexed inode share this node but not their state.
-	stale := (!dataUpper(e) && n.gen != n.u.CopyUpGen()) || e.Index != ""
+	// An upper object's state changes only through this node (a
+	// metadata-only copy's data is completed by its own requests, which
+	// save what they did; a rename looks the moved node up again).
+	stale := (!e.Upper && !change && n.gen != n.u.CopyUpGen()) || e.Index != ""
 	n.mu.Unlock()
 	if e.Path == "" && !n.IsRoot() {
 		return e, syscall.ENOENT
@@ -202,7 +227,7 @@ func (n *Node) entry() (*union.Entry, syscall.Errno) {
 		n.u.Refresh(e)
 		n.save(e)
 		n.mu.Lock()
-		if !n.e.dataUpper() {
+		if !n.e.upper {
 			n.gen = gen
 		}
 		n.mu.Unlock()
@@ -366,13 +391,15 @@ func (n *Node) openFile(f fs.FileHandle) *fileHandle {
 
 // child registers the node for e under n, or refreshes the one the kernel
 // already knows with the same inode number.
-func (n *Node) child(ctx context.Context, e *union.Entry, st *unix.Stat_t, out *fuse.EntryOut) *fs.Inode {
+//
+// gen is the copy-up generation read before e was looked up (see Node.gen).
+func (n *Node) child(ctx context.Context, e *union.Entry, st *unix.Stat_t, out *fuse.EntryOut, gen uint64) *fs.Inode {
 	if e.Merged() {
 		if full, err := n.u.Stat(e); err == nil {
 			st.Nlink = full.Nlink
 		}
 	}
-	c := &Node{u: n.u}
+	c := &Node{mount: n.mount, gen: gen}
 	c.e.save(e)
 	// Names of one inode share a node (lower hard links stay one inode
 	// after copy-up: see union/index.go).
@@ -382,7 +409,7 @@ func (n *Node) child(ctx context.Context, e *union.Entry, st *unix.Stat_t, out *
 		c.noteLower(e, st)
 		if e.Mode != unix.S_IFDIR {
 			c.counted = true
-			mountOf(n.u).resident.add(in)
+			n.resident.add(in)
 		}
 	}
 	if old, ok := in.Operations().(*Node); ok && old != c {
@@ -394,7 +421,7 @@ func (n *Node) child(ctx context.Context, e *union.Entry, st *unix.Stat_t, out *
 			h := fnv.New64a()
 			h.Write([]byte(e.Path))
 			id.Gen = h.Sum64() | 1
-			c = &Node{u: n.u}
+			c = &Node{mount: n.mount, gen: gen}
 			c.e.save(e)
 			in = n.NewInode(ctx, c, id)
 			old, _ = in.Operations().(*Node)
@@ -411,7 +438,7 @@ func (n *Node) child(ctx context.Context, e *union.Entry, st *unix.Stat_t, out *
 // max_entries while it holds it).
 func (n *Node) OnForget() {
 	if n.counted {
-		mountOf(n.u).resident.forgot()
+		n.resident.forgot()
 	}
 }
 
@@ -494,7 +521,7 @@ func (n *Node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs
 	}
 	n.mu.Unlock()
 	if skipped {
-		mountOf(n.u).plus.noteAsked()
+		n.plus.noteAsked()
 	}
 	return n.lookup(ctx, name, out)
 }
@@ -505,11 +532,13 @@ func (n *Node) lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs
 	if en != 0 {
 		return nil, en
 	}
+	// Nothing copied up after this needs no second look (see entry).
+	gen := n.u.CopyUpGen()
 	e, st, err := n.u.Lookup(pe, name)
 	if err != nil {
 		return nil, errno(err)
 	}
-	return n.child(ctx, e, &st, out), 0
+	return n.child(ctx, e, &st, out, gen), 0
 }
 
 // Getattr reports the merged attributes.
@@ -562,7 +591,7 @@ func (n *Node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 	}
 	a.Atime = setTime(in.Valid, fuse.FATTR_ATIME, fuse.FATTR_ATIME_NOW, in.Atime, in.Atimensec)
 	a.Mtime = setTime(in.Valid, fuse.FATTR_MTIME, fuse.FATTR_MTIME_NOW, in.Mtime, in.Mtimensec)
-	e, en := n.entry()
+	e, en := n.entryFor(true)
 	if en != 0 {
 		// Unlinked but still open: change the open file.
 		h := n.openFile(f)
@@ -579,7 +608,13 @@ func (n *Node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 	if err != nil {
 		return errno(err)
 	}
-	return n.Getattr(ctx, f, out)
+	if en := n.Getattr(ctx, f, out); en != 0 {
+		return en
+	}
+	// go-fuse sets no timeout on a SETATTR reply: without one the kernel
+	// asks again (GETATTR) at the next stat, chown or open.
+	out.SetTimeout(n.attrTimeout)
+	return 0
 }
 
 func setTime(valid, set, now uint32, sec uint64, nsec uint32) *unix.Timespec {
@@ -594,7 +629,7 @@ func setTime(valid, set, now uint32, sec uint64, nsec uint32) *unix.Timespec {
 
 // Open opens the file; writing copies it up first.
 func (n *Node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
-	e, en := n.entry()
+	e, en := n.entryFor(flags&syscall.O_ACCMODE != syscall.O_RDONLY || flags&syscall.O_TRUNC != 0)
 	if en != 0 {
 		return n.reopen(e, flags, en)
 	}
@@ -652,7 +687,7 @@ func (n *Node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse
 	if err != nil {
 		return nil, nil, 0, errno(err)
 	}
-	c := &Node{u: n.u}
+	c := &Node{mount: n.mount}
 	c.e.save(e)
 	in := n.NewInode(ctx, c, fs.StableAttr{Mode: e.Mode, Ino: e.Ino})
 	fillAttr(&out.Attr, &st)
@@ -669,7 +704,7 @@ func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	if err != nil {
 		return nil, nil, 0, errno(err)
 	}
-	child := n.child(ctx, e, &st, out)
+	child := n.child(ctx, e, &st, out, 0)
 	return child, child.Operations().(*Node).newFile(fd, e), fuse.FOPEN_KEEP_CACHE, 0
 }
 
@@ -715,7 +750,7 @@ func (n *Node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 	if err != nil {
 		return nil, errno(err)
 	}
-	return n.child(ctx, e, &st, out), 0
+	return n.child(ctx, e, &st, out, 0), 0
 }
 
 // Mknod makes a device, fifo or socket.
@@ -728,7 +763,7 @@ func (n *Node) Mknod(ctx context.Context, name string, mode uint32, dev uint32, 
 	if err != nil {
 		return nil, errno(err)
 	}
-	return n.child(ctx, e, &st, out), 0
+	return n.child(ctx, e, &st, out, 0), 0
 }
 
 // Symlink makes a symlink.
@@ -741,7 +776,7 @@ func (n *Node) Symlink(ctx context.Context, target, name string, out *fuse.Entry
 	if err != nil {
 		return nil, errno(err)
 	}
-	return n.child(ctx, e, &st, out), 0
+	return n.child(ctx, e, &st, out, 0), 0
 }
 
 // Link makes a hard link to target, copying it up first.
@@ -771,14 +806,14 @@ func (n *Node) Link(ctx context.Context, target fs.InodeEmbedder, name string, o
 		if err != nil {
 			return nil, errno(err)
 		}
-		return n.child(ctx, e, &st, out), 0
+		return n.child(ctx, e, &st, out, 0), 0
 	}
 	e, st, err := n.u.Link(se, pe, name)
 	src.save(se)
 	if err != nil {
 		return nil, errno(err)
 	}
-	return n.child(ctx, e, &st, out), 0
+	return n.child(ctx, e, &st, out, 0), 0
 }
 
 // Readlink reads a symlink's target.

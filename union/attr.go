@@ -55,7 +55,9 @@ func (u *Union) Stat(e *Entry) (unix.Stat_t, error) {
 	st = u.fixStat(e, st)
 	if dataBelow(e) && e.Data != nil {
 		// The blocks are the data's, as kernel overlayfs reports them.
-		if dst, err := e.Data.Layer.Lstat(e.Data.Path); err == nil {
+		if e.Data.Blocks > 0 {
+			st.Blocks = e.Data.Blocks
+		} else if dst, err := e.Data.Layer.Lstat(e.Data.Path); err == nil {
 			st.Blocks = dst.Blocks
 		}
 	}
@@ -105,11 +107,20 @@ func (u *Union) Open(e *Entry, flags int) (int, error) {
 		if flags&unix.O_TRUNC != 0 {
 			size = 0
 		}
+		opened := -1
 		u.renameMu.RLock()
-		err := u.CopyUp(e, size)
+		_, err := u.copyUp(e, size, nil, &opened)
 		u.renameMu.RUnlock()
 		if err != nil {
 			return -1, err
+		}
+		if opened >= 0 {
+			// The copy just built, open read-write: no second open
+			// where no flag asks for one.
+			if fd, ok := reuseOpened(opened, flags); ok {
+				return fd, nil
+			}
+			unix.Close(opened)
 		}
 		return u.openChecked(u.upper, e.Path, flags, e.Mode)
 	}
@@ -121,6 +132,28 @@ func (u *Union) Open(e *Entry, flags int) (int, error) {
 		flags |= unix.O_NOATIME
 	}
 	return u.openChecked(l, p, flags, e.Mode)
+}
+
+// reuseOpened returns fd, a read-write descriptor of a file just copied
+// up, as the file opened with flags, where flags ask for nothing an open
+// would give and fcntl cannot: O_APPEND and O_NONBLOCK it sets; the access
+// mode does not matter (reads and writes come from the kernel, which
+// checked the mode; passthrough opens its own file with the kernel's
+// flags).
+func reuseOpened(fd, flags int) (int, bool) {
+	// 0x8000: O_LARGEFILE as the kernel sends it on x86-64 (x/sys has 0;
+	// elsewhere it differs, and the file is opened again).
+	const plain = unix.O_ACCMODE | unix.O_APPEND | unix.O_NONBLOCK | 0x8000 | unix.O_TRUNC |
+		unix.O_CREAT | unix.O_EXCL | unix.O_NOCTTY | unix.O_CLOEXEC
+	if flags&^plain != 0 {
+		return -1, false
+	}
+	if set := flags & (unix.O_APPEND | unix.O_NONBLOCK); set != 0 {
+		if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFL, set); err != nil {
+			return -1, false
+		}
+	}
+	return fd, true
 }
 
 // openChecked opens p in l and makes sure it is still an object of e's type:
@@ -189,13 +222,15 @@ func (u *Union) SetAttr(e *Entry, a SetAttr) error {
 	}
 	u.renameMu.RLock()
 	var err error
+	applied := false
 	if a.Size != nil {
 		err = u.CopyUp(e, *a.Size) // only the bytes that remain
 	} else {
-		err = u.CopyUpMeta(e)
+		// A lower file gets the changes while its copy is built.
+		applied, err = u.copyUpMeta(e, &a)
 	}
 	u.renameMu.RUnlock()
-	if err != nil {
+	if err != nil || applied {
 		return err
 	}
 	obj, err := u.upperObject(e.Path, e.Mode)
@@ -255,18 +290,65 @@ func (a SetAttr) Apply(fd int, mode uint32) error {
 	return nil
 }
 
+// ApplyFile makes the changes of a to the regular file open as fd for
+// writing: through the descriptor, with no path walk.
+func (a SetAttr) ApplyFile(fd int) error {
+	if a.Uid != nil || a.Gid != nil {
+		uid, gid := -1, -1
+		if a.Uid != nil {
+			uid = int(*a.Uid)
+		}
+		if a.Gid != nil {
+			gid = int(*a.Gid)
+		}
+		if err := unix.Fchown(fd, uid, gid); err != nil {
+			return err
+		}
+	}
+	if a.Mode != nil {
+		if err := unix.Fchmod(fd, *a.Mode&^unix.S_IFMT); err != nil {
+			return err
+		}
+	}
+	if a.Size != nil {
+		if err := unix.Ftruncate(fd, *a.Size); err != nil {
+			return err
+		}
+	}
+	if a.Atime != nil || a.Mtime != nil {
+		ts := []unix.Timespec{{Nsec: unix.UTIME_OMIT}, {Nsec: unix.UTIME_OMIT}}
+		if a.Atime != nil {
+			ts[0] = *a.Atime
+		}
+		if a.Mtime != nil {
+			ts[1] = *a.Mtime
+		}
+		if err := unix.UtimesNanoAt(fd, "", ts, unix.AT_EMPTY_PATH); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // Getxattr reads xattr name of e; overlay's own attributes do not exist for
 // users.
 func (u *Union) Getxattr(e *Entry, name string, dest []byte) (int, error) {
-	if u.format.IsPrivate(name) {
+	if u.format.IsPrivate(name) || noXattrs(e) {
 		return 0, unix.ENODATA
 	}
 	l, p := u.top(e)
 	return l.Getxattr(p, name, dest)
 }
 
+// noXattrs reports whether e's visible object is known to have no xattrs
+// but overlay's own.
+func noXattrs(e *Entry) bool { return e.Upper && e.NoXattrs && e.Index == "" && !e.IsDir() }
+
 // Listxattr lists e's xattr names, without overlay's own.
 func (u *Union) Listxattr(e *Entry) ([]string, error) {
+	if noXattrs(e) {
+		return nil, nil
+	}
 	l, p := u.top(e)
 	names, err := l.Listxattr(p)
 	if err != nil {
@@ -295,6 +377,7 @@ func (u *Union) Setxattr(e *Entry, name string, value []byte, flags int) error {
 	if err != nil {
 		return err
 	}
+	e.NoXattrs = false
 	obj, err := u.upperObject(e.Path, e.Mode)
 	if err != nil {
 		return err
@@ -326,6 +409,7 @@ func (u *Union) Removexattr(e *Entry, name string) error {
 	if err != nil {
 		return err
 	}
+	e.NoXattrs = false
 	obj, err := u.upperObject(e.Path, e.Mode)
 	if err != nil {
 		return err

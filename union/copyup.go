@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
+	"strings"
 
 	"golang.org/x/sys/unix"
 
@@ -15,41 +17,56 @@ const All int64 = -1
 
 // CopyUp makes e exist in upper: a copy of its lower object with the same
 // contents (only the first size bytes when size >= 0, for truncate), mode,
-// owner, times and xattrs, built in workdir/work and renamed into place so
-// no partial object is ever visible. Parents are copied up first. A
+// owner, times and xattrs, built as an unnamed file in its upper directory
+// (regular files, see copyUpTmpfile) or in workdir/work, and linked or
+// renamed into place only when complete, so no partial object is ever
+// visible. Parents are copied up first. A
 // directory is copied without its children. Racing copy-ups of one path copy
 // it once. On success e.Upper is true.
 func (u *Union) CopyUp(e *Entry, size int64) error {
+	_, err := u.copyUp(e, size, nil, nil)
+	return err
+}
+
+// copyUp is CopyUp that also makes the changes of change (if not nil) to
+// the copy while it is built, before it is visible: one build, not a build
+// then a change. applied says it did; if not (e was in upper already, or
+// the copy was not built that way), the caller makes the changes. If opened
+// is not nil and this call built the copy as an unnamed file, *opened is
+// set to a descriptor of it (read-write), which the caller closes; else it
+// is left alone.
+func (u *Union) copyUp(e *Entry, size int64, change *SetAttr, opened *int) (applied bool, err error) {
 	if u.upper == nil {
-		return errReadOnly
+		return false, errReadOnly
 	}
 	if e.Upper {
 		if e.MetaCopy {
-			return u.completeMetaCopy(e, size)
+			return false, u.completeMetaCopy(e, size)
 		}
-		return nil
+		return false, nil
 	}
-	if err := u.ensureUpperDir(parentOf(e.Path)); err != nil {
-		return err
+	pst, err := u.ensureUpperDir(parentOf(e.Path))
+	if err != nil {
+		return false, err
 	}
 	unlock := u.copyLocks.lock(e.Path)
 	if u.copiedMeanwhile(e) {
 		unlock()
 		if e.MetaCopy {
-			return u.completeMetaCopy(e, size)
+			return false, u.completeMetaCopy(e, size)
 		}
-		return nil
+		return false, nil
 	}
 	defer unlock()
 	if len(e.Lower) == 0 && u.indexedKey(e.Index) == "" {
-		return fmt.Errorf("copy up %s: no lower object: %w", e.Path, unix.EIO)
+		return false, fmt.Errorf("copy up %s: no lower object: %w", e.Path, unix.EIO)
 	}
-	if err := u.copyUpOne(e, size); err != nil {
-		return fmt.Errorf("copy up %s: %w", e.Path, err)
+	if applied, err = u.copyUpOne(e, size, &pst, change, opened); err != nil {
+		return false, fmt.Errorf("copy up %s: %w", e.Path, err)
 	}
 	u.copyGen.Add(1)
 	e.Upper = true
-	return nil
+	return applied, nil
 }
 
 // copiedMeanwhile reports (and notes in e) that e exists in upper already:
@@ -80,7 +97,9 @@ func (u *Union) Refresh(e *Entry) {
 		return
 	}
 	st, err := u.upper.Lstat(e.Path)
+	wasUpper := e.Upper
 	e.Upper = err == nil && !layer.IsWhiteout(&st) && st.Mode&unix.S_IFMT == e.Mode
+	e.NoXattrs = e.NoXattrs && wasUpper && e.Upper
 	e.MetaCopy = e.Upper && e.Mode == unix.S_IFREG && (e.Data != nil || len(e.Lower) > 0) && u.hasMetacopy(e.Path)
 	if e.MetaCopy && e.Data == nil {
 		e.Data = &e.Lower[0]
@@ -93,40 +112,297 @@ func parentOf(p string) string {
 }
 
 // ensureUpperDir makes directory p exist in upper, copying it and its
-// ancestors up from the lowers as needed.
-func (u *Union) ensureUpperDir(p string) error {
+// ancestors up from the lowers as needed, and returns its attributes (a
+// copy-up into it keeps its times).
+func (u *Union) ensureUpperDir(p string) (unix.Stat_t, error) {
 	st, err := u.upper.Lstat(p)
 	if err == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR {
-		return nil
+		return st, nil
 	}
 	if p == "" {
-		return fmt.Errorf("upper root: %w", err)
+		return st, fmt.Errorf("upper root: %w", err)
 	}
 	e, err := u.Resolve(p)
 	if err != nil {
-		return fmt.Errorf("copy up parent %s: %w", p, err)
+		return st, fmt.Errorf("copy up parent %s: %w", p, err)
 	}
 	if !e.IsDir() {
-		return unix.ENOTDIR
+		return st, unix.ENOTDIR
 	}
-	return u.CopyUp(e, All)
+	if err := u.CopyUp(e, All); err != nil {
+		return st, err
+	}
+	return u.upper.Lstat(p)
 }
 
-// copyUpOne copies e's lower object; its parent already is in upper.
-func (u *Union) copyUpOne(e *Entry, size int64) error {
+// copyUpOne copies e's lower object; its parent already is in upper, with
+// attributes pst. A regular file is built in place as an unnamed file where
+// the upper filesystem can (see copyUpTmpfile), with change made to it.
+// Preconditions: the copy-up lock of e.Path is held.
+func (u *Union) copyUpOne(e *Entry, size int64, pst *unix.Stat_t, change *SetAttr, opened *int) (applied bool, err error) {
 	if e.Index != "" && u.index != nil {
-		return u.copyUpIndexed(e, size)
+		return false, u.copyUpIndexed(e, size)
+	}
+	if e.Mode == unix.S_IFREG {
+		if done, err := u.copyUpTmpfile(e, size, pst, change, opened); done || err != nil {
+			return done && change != nil, err
+		}
 	}
 	src := e.Lower[0]
 	st, err := src.Layer.Lstat(src.Path)
 	if err != nil {
-		return err
+		return false, err
 	}
 	tmp, err := u.buildCopy(src, &st, size, e.Data)
 	if err != nil {
-		return err
+		return false, err
 	}
-	return u.placeCopy(tmp, e.Path, &st)
+	return false, u.placeCopy(tmp, e.Path, &st, pst)
+}
+
+// copyUpTmpfile copies up regular file e without a name in workdir: the
+// copy is an unnamed file (O_TMPFILE) in its upper parent directory, made
+// complete there (data as buildCopy's size says, owner, mode, xattrs,
+// origin, the changes of change, times), synced when it holds data, and
+// only then linked at e.Path. A crash or an error before the link leaves
+// nothing behind, so no workdir temporary and no rename are needed; kernel
+// overlayfs copies regular files up the same way. Every change is made
+// through the descriptors: no path is walked twice.
+//
+// done is false, with nothing done, where the upper filesystem has no
+// O_TMPFILE or the lower file cannot be opened for reading (a user's
+// metadata-only copy-up of a file it may not read): the caller builds the
+// copy in workdir.
+// Preconditions: the copy-up lock of e.Path is held; e's parent is in
+// upper, with attributes pst.
+func (u *Union) copyUpTmpfile(e *Entry, size int64, pst *unix.Stat_t, change *SetAttr, opened *int) (done bool, err error) {
+	if u.noTmpfile.Load() {
+		return false, nil
+	}
+	src := e.Lower[0]
+	in, err := src.Layer.Open(src.Path, unix.O_RDONLY|unix.O_NOATIME, 0)
+	if errors.Is(err, unix.EACCES) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	defer unix.Close(in)
+	var st unix.Stat_t
+	if err := unix.Fstat(in, &st); err != nil {
+		return false, err
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return false, fmt.Errorf("lower %s is no longer a regular file: %w", src.Path, unix.EIO)
+	}
+	dir, _ := layer.Split(e.Path)
+	out, err := u.upper.OpenTmpfile(dir, unix.O_RDWR, 0o600)
+	if errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.EISDIR) || errors.Is(err, unix.EINVAL) {
+		u.noTmpfile.Store(true) // the upper filesystem has no O_TMPFILE
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	defer func() {
+		if out >= 0 {
+			unix.Close(out) // if unlinked, its space is freed now
+		}
+		if err != nil {
+			_ = unix.Syncfs(u.upper.FD()) // see the space given back at once
+		}
+	}()
+	synced := u.cfg.NoFsync
+	switch {
+	case size == metaOnly:
+		if err := unix.Ftruncate(out, st.Size); err != nil {
+			return false, err
+		}
+		if err := unix.Fsetxattr(out, u.format.Name(layer.Metacopy), nil, 0); err != nil {
+			return false, fmt.Errorf("set metacopy: %w", err)
+		}
+		synced = true // no data to sync; the metadata is journalled with the link
+	case e.Data != nil:
+		// src is itself a metadata-only copy: the data is below it.
+		data, err := e.Data.Layer.Open(e.Data.Path, unix.O_RDONLY|unix.O_NOATIME, 0)
+		if err != nil {
+			return false, err
+		}
+		want := st.Size
+		if size >= 0 && size < want {
+			want = size
+		}
+		var dst unix.Stat_t
+		err = unix.Fstat(data, &dst)
+		if err == nil {
+			err = u.copySize(out, data, &dst, want)
+		}
+		if err == nil && want > dst.Size {
+			err = unix.Ftruncate(out, want)
+		}
+		unix.Close(data)
+		if err != nil {
+			return false, err
+		}
+	default:
+		if err := u.copySize(out, in, &st, size); err != nil {
+			return false, err
+		}
+	}
+	// Owner before mode (chown clears set-id bits), xattrs after owner
+	// (chown drops security.capability), the changes after all that, as if
+	// made to the finished copy, times last.
+	if u.root {
+		if err := unix.Fchown(out, int(st.Uid), int(st.Gid)); err != nil {
+			return false, fmt.Errorf("chown: %w", err)
+		}
+	}
+	var c SetAttr
+	if change != nil {
+		c = *change
+		c.Atime, c.Mtime = nil, nil // set with the copy's own, below
+	}
+	mode := st.Mode &^ unix.S_IFMT
+	if c.Mode != nil && c.Uid == nil && c.Gid == nil {
+		// A chmod alone: the new mode at once.
+		mode, c.Mode = *c.Mode&^unix.S_IFMT, nil
+	}
+	if err := unix.Fchmod(out, mode); err != nil {
+		return false, fmt.Errorf("chmod: %w", err)
+	}
+	names, err := copyXattrs(out, in, u.format.IsPrivate)
+	if err != nil {
+		return false, err
+	}
+	noXattrs, err := u.dropInheritedACLs(out, names)
+	if err != nil {
+		return false, err
+	}
+	if err := unix.Fsetxattr(out, u.format.Name(layer.Origin), originValue(&st), 0); err != nil && !ignorableXattrErr(err) {
+		return false, fmt.Errorf("set origin: %w", err)
+	}
+	times := []unix.Timespec{st.Atim, st.Mtim}
+	if change != nil {
+		if err := c.ApplyFile(out); err != nil {
+			return false, err
+		}
+		if change.Atime != nil {
+			times[0] = *change.Atime
+		}
+		if change.Mtime != nil {
+			times[1] = *change.Mtime
+		}
+	}
+	if err := unix.UtimesNanoAt(out, "", times, unix.AT_EMPTY_PATH); err != nil {
+		return false, fmt.Errorf("set times: %w", err)
+	}
+	if !synced {
+		if err := unix.Fsync(out); err != nil {
+			return false, fmt.Errorf("fsync: %w", err)
+		}
+	}
+	if err := u.upper.LinkFd(out, e.Path); err != nil {
+		return false, err
+	}
+	// A copy-up is no change the user made to the parent: keep its times.
+	_ = u.upper.Lutimes(dir, []unix.Timespec{pst.Atim, pst.Mtim})
+	e.NoXattrs = noXattrs
+	if size == metaOnly && e.Data == nil {
+		d := src
+		d.Blocks = st.Blocks
+		e.Data = &d
+	}
+	if opened != nil {
+		*opened, out = out, -1
+	}
+	return true, nil
+}
+
+// dropInheritedACLs removes from new upper file out the ACLs that a
+// default ACL of its directory gave it and its lower file (with xattrs
+// names) does not have, and reports whether out is left with no xattrs but
+// overlay's own.
+func (u *Union) dropInheritedACLs(out int, names []string) (noXattrs bool, err error) {
+	has, err := layer.ListxattrFd(out)
+	if err != nil {
+		return false, fmt.Errorf("list xattrs of the copy: %w", err)
+	}
+	noXattrs = true
+	for _, n := range has {
+		if u.format.IsPrivate(n) {
+			continue
+		}
+		if strings.HasPrefix(n, "system.posix_acl_") && !slices.Contains(names, n) {
+			if err := unix.Fremovexattr(out, n); err != nil {
+				return false, fmt.Errorf("remove inherited %s: %w", n, err)
+			}
+			continue
+		}
+		noXattrs = false
+	}
+	return noXattrs, nil
+}
+
+// copySize copies the first size bytes (all when size < 0) of regular
+// file in (st) to the start of empty file out, keeping holes.
+func (u *Union) copySize(out, in int, st *unix.Stat_t, size int64) error {
+	if size < 0 || size > st.Size {
+		size = st.Size
+	}
+	if size > 0 && st.Blocks*512 >= st.Size {
+		// Fully allocated: no hole to look for (three lseeks and a
+		// truncate fewer). Cloning is tried first when all is wanted,
+		// unless it failed before from this filesystem.
+		if _, no := u.noClone.Load(st.Dev); !no && size == st.Size {
+			err := unix.IoctlFileClone(out, in)
+			if err == nil {
+				return nil
+			}
+			if errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.EXDEV) || errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOTTY) {
+				u.noClone.Store(st.Dev, true)
+			}
+		}
+		return copyRange(out, in, 0, size)
+	}
+	return copyData(out, in, size, size == st.Size)
+}
+
+// copyXattrs copies the extended attributes of open file in to out, but
+// those skip says no to; those the upper cannot hold are left out, as
+// kernel overlayfs does. It returns the names of in's attributes.
+func copyXattrs(out, in int, skip func(string) bool) ([]string, error) {
+	names, err := layer.ListxattrFd(in)
+	if err != nil {
+		return nil, fmt.Errorf("list xattrs: %w", err)
+	}
+	var buf []byte
+	for _, n := range names {
+		if skip(n) {
+			continue
+		}
+		if buf == nil {
+			buf = make([]byte, 4096)
+		}
+		var sz int
+		for {
+			sz, err = unix.Fgetxattr(in, n, buf)
+			if errors.Is(err, unix.ERANGE) {
+				buf = make([]byte, 4*len(buf))
+				continue
+			}
+			break
+		}
+		if errors.Is(err, unix.ENODATA) {
+			continue // removed meanwhile
+		}
+		if err != nil {
+			return nil, fmt.Errorf("get xattr %s: %w", n, err)
+		}
+		if err := unix.Fsetxattr(out, n, buf[:sz], 0); err != nil && !ignorableXattrErr(err) {
+			return nil, fmt.Errorf("set xattr %s: %w", n, err)
+		}
+	}
+	return names, nil
 }
 
 // buildCopy makes a copy of lower object src (st) in workdir/work and
@@ -195,9 +471,15 @@ func (u *Union) buildCopy(src Object, st *unix.Stat_t, size int64, data *Object)
 // of the copy (a directory's are set after the rename, which may touch
 // them) and of p's parent: a copy-up is not a change the user made to the
 // parent, and kernel overlayfs keeps its times too.
-func (u *Union) placeCopy(tmp, p string, st *unix.Stat_t) error {
+//
+// pst, if not nil, holds the parent's attributes from before.
+func (u *Union) placeCopy(tmp, p string, st, pst *unix.Stat_t) error {
 	parent := parentOf(p)
-	pst, perr := u.upper.Lstat(parent)
+	if pst == nil {
+		if st, err := u.upper.Lstat(parent); err == nil {
+			pst = &st
+		}
+	}
 	if err := u.work.Rename(tmp, u.upper, p, unix.RENAME_NOREPLACE); err != nil {
 		_ = u.work.RemoveAll(tmp)
 		return err
@@ -207,7 +489,7 @@ func (u *Union) placeCopy(tmp, p string, st *unix.Stat_t) error {
 			return err
 		}
 	}
-	if perr == nil {
+	if pst != nil {
 		_ = u.upper.Lutimes(parent, []unix.Timespec{pst.Atim, pst.Mtim})
 	}
 	return nil

@@ -159,7 +159,7 @@ func (u *Union) copyUpIndexed(e *Entry, size int64) error {
 	}
 	// From here the index entry holds the complete copy: a crash before the
 	// rename leaves a name still lower, reading through the index.
-	if err := u.placeCopy(tmp, e.Path, st); err != nil {
+	if err := u.placeCopy(tmp, e.Path, st, nil); err != nil {
 		return err
 	}
 	e.Index = key

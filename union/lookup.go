@@ -20,6 +20,9 @@ type Object struct {
 	// XWhiteouts says that this directory's zero-size files with the
 	// whiteout xattr are whiteouts (its opaque xattr is "x").
 	XWhiteouts bool
+	// Blocks is, for the data of a metadata-only copy (Entry.Data), its
+	// st_blocks when known (lower files do not change); 0: unknown.
+	Blocks int64
 }
 
 // Entry is what a lookup finds at one union path: the seed's union stack.
@@ -49,6 +52,10 @@ type Entry struct {
 	// union's Ino may come from an origin): two entries with one Ino but
 	// different Real, both visible, are two objects (see fusefs).
 	Real [2]uint64
+	// NoXattrs says the upper object is known to have no extended
+	// attributes but overlay's own (seen when it was looked up or copied
+	// up): reading one needs no system call. Only for upper non-directories.
+	NoXattrs bool
 	// Index is the index key of a regular lower file with several names
 	// (see index.go), whether or not one of them was copied up yet; ""
 	// otherwise. Such a file's names share one union inode.
@@ -140,6 +147,7 @@ func (u *Union) Lookup(parent *Entry, name string) (*Entry, unix.Stat_t, error) 
 						e.Index = x.origin
 					}
 				}
+				e.NoXattrs = !x.user
 				if x.metacopy && e.Mode == unix.S_IFREG {
 					e.MetaCopy = true
 					e.Data = u.metacopyData(parent, name, x.redirect, nil)
@@ -427,6 +435,7 @@ type fileXattrs struct {
 	origin   string // "dev:ino" of the lower object it was copied up from
 	metacopy bool   // its data is still in a lower file
 	redirect string // where that lower file is, if not at the same path
+	user     bool   // it has xattrs besides overlay's own
 }
 
 // upperFileXattrs reads the overlay xattrs of upper non-directory p: one
@@ -439,6 +448,7 @@ func (u *Union) upperFileXattrs(p string) (fileXattrs, error) {
 	}
 	for _, n := range names {
 		if !u.format.IsPrivate(n) {
+			x.user = true
 			continue
 		}
 		switch n {
@@ -494,6 +504,7 @@ func (u *Union) metacopyData(parent *Entry, name, redirect string, below *layer.
 			continue
 		}
 		obj := cand.Object
+		obj.Blocks = st.Blocks
 		return &obj
 	}
 	return nil

@@ -21,41 +21,55 @@ import (
 // CopyUpMeta copies up e's metadata, and its data too where a metadata-only
 // copy is not possible (not a regular file, several names, metacopy off).
 func (u *Union) CopyUpMeta(e *Entry) error {
+	_, err := u.copyUpMeta(e, nil)
+	return err
+}
+
+// copyUpMeta is CopyUpMeta that also makes the changes of change (if not
+// nil) to the copy while it is built; applied says it did (see copyUp).
+func (u *Union) copyUpMeta(e *Entry, change *SetAttr) (applied bool, err error) {
 	if u.upper == nil {
-		return errReadOnly
+		return false, errReadOnly
 	}
 	if e.Upper {
-		return nil
+		return false, nil
 	}
 	if !u.cfg.MetaCopy || e.Mode != unix.S_IFREG || e.Index != "" || len(e.Lower) == 0 {
-		return u.CopyUp(e, All)
+		return u.copyUp(e, All, change, nil)
 	}
-	if err := u.ensureUpperDir(parentOf(e.Path)); err != nil {
-		return err
+	pst, err := u.ensureUpperDir(parentOf(e.Path))
+	if err != nil {
+		return false, err
 	}
 	unlock := u.copyLocks.lock(e.Path)
 	defer unlock()
 	if u.copiedMeanwhile(e) {
-		return nil
+		return false, nil
 	}
-	src := e.Lower[0]
-	st, err := src.Layer.Lstat(src.Path)
+	done, err := u.copyUpTmpfile(e, metaOnly, &pst, change, nil)
 	if err != nil {
-		return fmt.Errorf("copy up %s: %w", e.Path, err)
+		return false, fmt.Errorf("copy up %s: %w", e.Path, err)
 	}
-	tmp, err := u.buildCopy(src, &st, metaOnly, nil)
-	if err != nil {
-		return fmt.Errorf("copy up %s: %w", e.Path, err)
-	}
-	if err := u.placeCopy(tmp, e.Path, &st); err != nil {
-		return fmt.Errorf("copy up %s: %w", e.Path, err)
+	if !done {
+		src := e.Lower[0]
+		st, err := src.Layer.Lstat(src.Path)
+		if err != nil {
+			return false, fmt.Errorf("copy up %s: %w", e.Path, err)
+		}
+		tmp, err := u.buildCopy(src, &st, metaOnly, nil)
+		if err != nil {
+			return false, fmt.Errorf("copy up %s: %w", e.Path, err)
+		}
+		if err := u.placeCopy(tmp, e.Path, &st, &pst); err != nil {
+			return false, fmt.Errorf("copy up %s: %w", e.Path, err)
+		}
 	}
 	u.copyGen.Add(1)
 	e.Upper, e.MetaCopy = true, true
 	if e.Data == nil {
 		e.Data = &e.Lower[0]
 	}
-	return nil
+	return done && change != nil, nil
 }
 
 // metaOnly, as the size of buildCopy, makes a metadata-only copy.
@@ -174,7 +188,12 @@ func (u *Union) OpenDeferred(e *Entry, flags int) (wfd, rfd int, ok bool, err er
 	// O_APPEND is there to write: copying the data at once costs one build
 	// instead of two.
 	if u.upper == nil || !u.cfg.MetaCopy || flags&(unix.O_TRUNC|unix.O_APPEND) != 0 || e.Mode != unix.S_IFREG ||
-		e.Index != "" || (e.Upper && !e.MetaCopy) || len(e.Lower) == 0 {
+		e.Index != "" {
+		return -1, -1, false, nil
+	}
+	// A lower file, or a metadata-only copy whose data is known. One found
+	// by a lookup has no e.Lower (the upper file hides it), only e.Data.
+	if (e.Upper && (!e.MetaCopy || e.Data == nil)) || (!e.Upper && len(e.Lower) == 0) {
 		return -1, -1, false, nil
 	}
 	u.renameMu.RLock()

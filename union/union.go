@@ -9,8 +9,10 @@
 //   - lookup.go: Entry (the union stack of one path) and Lookup, which walks
 //     the stack top down honouring whiteouts, opaque and redirected dirs.
 //   - readdir.go: merged directory listings.
-//   - copyup.go: copy-up of files, directories, symlinks and special files,
-//     built in workdir/work and renamed into place.
+//   - copyup.go: copy-up of files, directories, symlinks and special files:
+//     regular files built as unnamed files (O_TMPFILE) in their upper
+//     directory and linked when complete, the rest built in workdir/work
+//     and renamed into place.
 //   - metacopy.go: metadata-only copy-up, and completing it with the data.
 //   - create.go, remove.go, rename.go: namespace changes with whiteouts.
 //   - attr.go: attributes and extended attributes.
@@ -75,7 +77,7 @@ type Config struct {
 	// kernel overlayfs's metacopy format (which kernel overlayfs reads with
 	// -o metacopy=on, and fuse-overlayfs does not read).
 	MetaCopy bool
-	// NoFsync skips syncing copied-up data before it is renamed into place
+	// NoFsync skips syncing copied-up data before it is linked or renamed into place
 	// (kernel overlayfs "volatile"): faster, but a crash may leave an empty
 	// or partial file where a copy-up happened.
 	NoFsync bool
@@ -103,6 +105,8 @@ type Union struct {
 	copyLocks keyedMutex
 	tmpSeq    atomic.Uint64
 	copyGen   atomic.Uint64 // counts copy-ups, so callers can tell if one happened
+	noTmpfile atomic.Bool   // the upper filesystem has no O_TMPFILE: copies are built in workdir
+	noClone   sync.Map      // st_dev of lower filesystems whose files the upper cannot clone (FICLONE)
 
 	root bool // running as root: can chown, create whiteouts, set trusted.*
 }

@@ -483,3 +483,59 @@ func TestMetaCopyLeavesDataBelowUntilWritten(t *testing.T) {
 		t.Error("metacopy mark left after the data was copied up")
 	}
 }
+
+// A write-open of a metadata-only copy found by a lookup (after a remount,
+// or a new lookup of the name) copies no data until the first write.
+func TestOpenDeferredOfLookedUpMetaCopy(t *testing.T) {
+	f := newFixture(t, 1)
+	data := strings.Repeat("d", 1<<16)
+	write(t, f.lowers[0]+"/f", data)
+	u, err := New(Config{Lowers: f.lowers, Upper: f.upper, Work: f.work, MetaCopy: true})
+	must(t, err)
+	defer u.Close()
+	mode := uint32(0o600)
+	must(t, u.SetAttr(resolve(t, u, "f"), SetAttr{Mode: &mode}))
+
+	e := resolve(t, u, "f")
+	wfd, rfd, ok, err := u.OpenDeferred(e, unix.O_WRONLY)
+	must(t, err)
+	if !ok {
+		t.Fatal("a looked-up metadata-only copy was not opened deferred")
+	}
+	unix.Close(wfd)
+	unix.Close(rfd)
+	if _, err := unix.Getxattr(f.upper+"/f", "trusted.overlay.metacopy", nil); err != nil {
+		t.Errorf("a write-open without a write copied the data up: %v", err)
+	}
+}
+
+// A regular file is copied up as an unnamed file in its upper directory:
+// a default ACL of that directory must not give the copy an access ACL the
+// lower file does not have.
+func TestCopyUpUnderDefaultACLAddsNoACL(t *testing.T) {
+	f := newFixture(t, 1)
+	write(t, f.lowers[0]+"/d/f", "data")
+	must(t, os.Chmod(f.lowers[0]+"/d/f", 0o640))
+	// user::rwx user:1000:rwx group::r-x mask::rwx other::r-x as a
+	// system.posix_acl_default value.
+	acl := []byte{2, 0, 0, 0,
+		1, 0, 7, 0, 0xff, 0xff, 0xff, 0xff,
+		2, 0, 7, 0, 0xe8, 0x03, 0, 0,
+		4, 0, 5, 0, 0xff, 0xff, 0xff, 0xff,
+		0x10, 0, 7, 0, 0xff, 0xff, 0xff, 0xff,
+		0x20, 0, 5, 0, 0xff, 0xff, 0xff, 0xff}
+	must(t, unix.Setxattr(f.lowers[0]+"/d", "system.posix_acl_default", acl, 0))
+	u := f.open(t)
+	for _, p := range []string{"d/f"} {
+		mode := uint32(0o600)
+		must(t, u.SetAttr(resolve(t, u, p), SetAttr{Mode: &mode}))
+	}
+	if _, err := unix.Getxattr(f.upper+"/d/f", "system.posix_acl_access", nil); err == nil {
+		t.Error("the copy-up inherited an access ACL from its upper directory's default ACL")
+	}
+	var st unix.Stat_t
+	must(t, unix.Lstat(f.upper+"/d/f", &st))
+	if st.Mode&0o7777 != 0o600 {
+		t.Errorf("mode %o, want 600", st.Mode&0o7777)
+	}
+}

@@ -277,8 +277,46 @@ func (l *Layer) Link(oldRel string, dst *Layer, newRel string) error {
 // LinkFd makes rel a name of open file fd (an O_TMPFILE file, say).
 func (l *Layer) LinkFd(fd int, rel string) error {
 	return l.at(rel, func(dirfd int, name string) error {
-		return unix.Linkat(unix.AT_FDCWD, "/proc/self/fd/"+strconv.Itoa(fd), dirfd, name, unix.AT_SYMLINK_FOLLOW)
+		// linkat(AT_EMPTY_PATH) needs CAP_DAC_READ_SEARCH, or a kernel
+		// that lets the opener of the file link it (6.10); else through
+		// /proc, which costs a path walk.
+		err := unix.Linkat(fd, "", dirfd, name, unix.AT_EMPTY_PATH)
+		if errors.Is(err, unix.EPERM) || errors.Is(err, unix.ENOENT) || errors.Is(err, unix.EINVAL) {
+			err = unix.Linkat(unix.AT_FDCWD, "/proc/self/fd/"+strconv.Itoa(fd), dirfd, name, unix.AT_SYMLINK_FOLLOW)
+		}
+		return err
 	})
+}
+
+// OpenTmpfile makes an unnamed regular file (O_TMPFILE) in directory dir,
+// open with flags (O_RDWR or O_WRONLY), from the cached descriptor of dir
+// itself: one call, no path walk.
+func (l *Layer) OpenTmpfile(dir string, flags int, mode uint32) (int, error) {
+	fd := -1
+	err := l.inDir(dir, func(dirfd int) error {
+		var err error
+		fd, err = unix.Openat(dirfd, ".", unix.O_TMPFILE|unix.O_CLOEXEC|flags, mode)
+		return err
+	})
+	return fd, err
+}
+
+// inDir runs op on the descriptor of directory dir (O_PATH), from the
+// layer's cache.
+func (l *Layer) inDir(dir string, op func(dirfd int) error) error {
+	if dir == "" {
+		return op(l.fd)
+	}
+	d := l.dirs.get(dir)
+	if d == nil {
+		fd, err := l.OpenDir(dir)
+		if err != nil {
+			return err
+		}
+		d = l.dirs.add(dir, fd)
+	}
+	defer l.dirs.release(d)
+	return op(d.fd)
 }
 
 // Lchown changes the owner of rel without following a final symlink.
