@@ -393,6 +393,9 @@ func (b *bench) main() error {
 	if err := b.runSuite(); err != nil {
 		return err
 	}
+	if n := b.failedChecks(); n > 0 {
+		return fmt.Errorf("%d runs failed their check of the result (verify errors above)", n)
+	}
 	if cfg.pprof {
 		if err := b.runProfiles(); err != nil {
 			return err
@@ -486,6 +489,9 @@ func describe(s sample) string {
 	return d
 }
 
+// verifyPrefix starts the error of a run whose result failed its check.
+const verifyPrefix = "verify: "
+
 // hooks of a profiled run.
 type runHooks struct {
 	env    []string             // for the daemon
@@ -573,12 +579,30 @@ func (b *bench) runOne(w *workload, cand string, rep int, h *runHooks) (s sample
 	s.Dur, s.CPU, s.Out, s.Extra = r.dur, r.cpu, r.out, r.extra
 	if w.verify != nil {
 		out, err := w.verify(e)
+		if err != nil && in.daemonLog != nil {
+			log := filepath.Join(b.cfg.dir, fmt.Sprintf("daemon-%s-%s.log", w.name, time.Now().Format("20060102-150405")))
+			if werr := os.WriteFile(log, in.daemonLog.Bytes(), 0o644); werr == nil {
+				err = fmt.Errorf("%w (daemon log %s)", err, log)
+			}
+		}
 		if err != nil {
-			return fail(fmt.Errorf("verify: %w", err))
+			return fail(fmt.Errorf("%s%w", verifyPrefix, err))
 		}
 		s.Out = out
 	}
 	return s
+}
+
+// failedChecks counts the runs whose result was wrong (a workload's verify
+// failed): a wrong result is a failure of the whole benchmark, not a slow run.
+func (b *bench) failedChecks() int {
+	n := 0
+	for _, s := range b.samples {
+		if strings.HasPrefix(s.Err, verifyPrefix) {
+			n++
+		}
+	}
+	return n
 }
 
 // waitQuiet waits (up to -quiet-wait; not at all once ten times that has

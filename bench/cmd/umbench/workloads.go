@@ -83,10 +83,7 @@ func workloads(cfg *config) []*workload {
 			run: func(e *runEnv) (result, error) {
 				return e.shTree(`find . -name '*.go' -type f -exec sh -c 'for f do printf x >>"$f"; done' sh {} +`)
 			},
-			verify: func(e *runEnv) (string, error) {
-				r, err := e.shTree(`find . -name '*.go' -type f -printf '%s\n' | awk '{n++; s+=$1} END {print n " files, " s " bytes"}'`)
-				return r.out, err
-			},
+			verify: verifyAppend,
 		},
 		{
 			name: "meta", desc: "`chmod g+w`, `chown 1000:1000`, `touch` on every file of `src/` (metadata only)",
