@@ -709,14 +709,16 @@ func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint3
 }
 
 // OpendirHandle lists the merged directory, with "." and "..", once per
-// open: offsets stay stable for the life of the handle. The kernel may cache
-// the listing: every change to it goes through the kernel, which drops its
-// cache when it makes one.
+// open. The kernel may cache the listing: every change to it goes through
+// the kernel, which drops its cache when it makes one, and the order and
+// offsets of a listing do not depend on what was copied up (see
+// dirHandle), which the kernel does not see as changes of the directory.
 func (n *Node) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
 	return &dirHandle{n: n}, fuse.FOPEN_CACHE_DIR | fuse.FOPEN_KEEP_CACHE, 0
 }
 
-// listing is the merged listing with "." and "..".
+// listing is the merged listing: "." and "..", then the names in the
+// order of their offsets (see dirHandle).
 func (n *Node) listing() ([]fuse.DirEntry, syscall.Errno) {
 	e, en := n.entry()
 	if en != 0 {
@@ -732,11 +734,12 @@ func (n *Node) listing() ([]fuse.DirEntry, syscall.Errno) {
 	}
 	list := make([]fuse.DirEntry, 0, len(ents)+2)
 	list = append(list,
-		fuse.DirEntry{Name: ".", Mode: unix.S_IFDIR, Ino: e.Ino},
-		fuse.DirEntry{Name: "..", Mode: unix.S_IFDIR, Ino: parentIno})
+		fuse.DirEntry{Name: ".", Mode: unix.S_IFDIR, Ino: e.Ino, Off: dotOff},
+		fuse.DirEntry{Name: "..", Mode: unix.S_IFDIR, Ino: parentIno, Off: dotDotOff})
 	for _, d := range ents {
 		list = append(list, fuse.DirEntry{Name: d.Name, Mode: d.Mode, Ino: d.Ino})
 	}
+	sortByCookie(list[2:])
 	return list, 0
 }
 
