@@ -275,19 +275,22 @@ func (a SetAttr) Apply(fd int, mode uint32) error {
 			return err
 		}
 	}
-	if a.Atime != nil || a.Mtime != nil {
-		ts := []unix.Timespec{{Nsec: unix.UTIME_OMIT}, {Nsec: unix.UTIME_OMIT}}
-		if a.Atime != nil {
-			ts[0] = *a.Atime
-		}
-		if a.Mtime != nil {
-			ts[1] = *a.Mtime
-		}
-		if err := unix.UtimesNanoAt(fd, "", ts, unix.AT_EMPTY_PATH); err != nil {
-			return err
-		}
+	return a.applyTimes(fd)
+}
+
+// applyTimes sets the times a changes on the object open as fd.
+func (a SetAttr) applyTimes(fd int) error {
+	if a.Atime == nil && a.Mtime == nil {
+		return nil
 	}
-	return nil
+	ts := []unix.Timespec{{Nsec: unix.UTIME_OMIT}, {Nsec: unix.UTIME_OMIT}}
+	if a.Atime != nil {
+		ts[0] = *a.Atime
+	}
+	if a.Mtime != nil {
+		ts[1] = *a.Mtime
+	}
+	return unix.UtimesNanoAt(fd, "", ts, unix.AT_EMPTY_PATH)
 }
 
 // ApplyFile makes the changes of a to the regular file open as fd for
@@ -315,19 +318,7 @@ func (a SetAttr) ApplyFile(fd int) error {
 			return err
 		}
 	}
-	if a.Atime != nil || a.Mtime != nil {
-		ts := []unix.Timespec{{Nsec: unix.UTIME_OMIT}, {Nsec: unix.UTIME_OMIT}}
-		if a.Atime != nil {
-			ts[0] = *a.Atime
-		}
-		if a.Mtime != nil {
-			ts[1] = *a.Mtime
-		}
-		if err := unix.UtimesNanoAt(fd, "", ts, unix.AT_EMPTY_PATH); err != nil {
-			return err
-		}
-	}
-	return nil
+	return a.applyTimes(fd)
 }
 
 // Getxattr reads xattr name of e; overlay's own attributes do not exist for

@@ -159,19 +159,7 @@ func (l *Layer) at(rel string, op func(dirfd int, name string) error) error {
 		return op(l.fd, ".")
 	}
 	dir, name := Split(rel)
-	if dir == "" {
-		return op(l.fd, name)
-	}
-	d := l.dirs.get(dir)
-	if d == nil {
-		fd, err := l.OpenDir(dir)
-		if err != nil {
-			return err
-		}
-		d = l.dirs.add(dir, fd)
-	}
-	defer l.dirs.release(d)
-	return op(d.fd, name)
+	return l.inDir(dir, func(dirfd int) error { return op(dirfd, name) })
 }
 
 // Lstat returns the attributes of rel without following a final symlink.
