@@ -142,6 +142,9 @@ func (b *bench) runProfiles() error {
 	}
 	var picks []cand
 	for _, w := range b.wls {
+		if w.probe {
+			continue
+		}
 		k, okK := b.median(w.name, candKernel)
 		u, okU := b.median(w.name, candUnion)
 		r := 0.0
