@@ -304,6 +304,11 @@ func (u *Union) candidates(parent *Entry, name, redirect string, below *layer.La
 				continue
 			}
 			out = append(out, candidate{Object: Object{Layer: l, Path: p}, parent: &Object{Layer: l, Path: dir}, parentPath: dir, name: base})
+			if u.opaqueOnPath(l, dir) {
+				// Kernel overlayfs walks the path in each layer and stops
+				// at the layer where a directory on it is opaque.
+				break
+			}
 		}
 		return out
 	}
@@ -323,6 +328,18 @@ func (u *Union) candidates(parent *Entry, name, redirect string, below *layer.La
 		})
 	}
 	return out
+}
+
+// opaqueOnPath reports whether directory dir or one of its ancestors (not
+// the layer's root) is opaque in lower layer l. An error reads as "no": the
+// lookup that follows meets it.
+func (u *Union) opaqueOnPath(l *layer.Layer, dir string) bool {
+	for p := dir; p != ""; p = parentOf(p) {
+		if d, err := u.lowerDirFlags(l, p); err == nil && d.opaque {
+			return true
+		}
+	}
+	return false
 }
 
 // whiteoutBelow reports whether the first thing the lowers of parent have at

@@ -263,3 +263,29 @@ func TestDiffFchmodOnUnlinkedLowerHardlink(t *testing.T) {
 		},
 	})
 }
+
+// Found by TestDifferentialRandom, seed 50883663628: tree:only in
+// unionmount. A lower directory renamed through the union is found below by
+// its redirect path; a layer where a directory on that path is opaque ends
+// the search, as kernel overlayfs stops there. unionmount looked in every
+// layer and showed e/e/d of the bottom layer under d/d.
+func TestDiffRedirectStopsAtOpaqueAncestor(t *testing.T) {
+	t.Parallel()
+	checkSeq(t, seqCase{
+		Lowers: [][]Entry{
+			{
+				Dir("e/e/b"),
+			},
+			{
+				Dir("e").WithXattr("trusted.overlay.opaque", "y"),
+				File("d/b/b", ""),
+			},
+			{
+				File("e/e/d", "h"),
+			},
+		},
+		Ops: []genOp{
+			{Kind: gRename, Path: "e/e", Path2: "d/d"},
+		},
+	})
+}
