@@ -17,6 +17,7 @@ type savedEntry struct {
 	mode     uint32
 	upper    bool
 	metaCopy bool
+	noXattrs bool
 	hasLower bool
 }
 
@@ -29,7 +30,7 @@ type rareEntry struct {
 
 // save packs e.
 func (s *savedEntry) save(e *union.Entry) {
-	*s = savedEntry{ino: e.Ino, real: e.Real, mode: e.Mode, upper: e.Upper, metaCopy: e.MetaCopy}
+	*s = savedEntry{ino: e.Ino, real: e.Real, mode: e.Mode, upper: e.Upper, metaCopy: e.MetaCopy, noXattrs: e.NoXattrs}
 	if len(e.Lower) == 1 {
 		s.lower, s.hasLower = e.Lower[0], true
 	}
@@ -51,7 +52,7 @@ type entryWithLower struct {
 // caller may change freely (its Lower slice is shared, but the engine
 // never changes one in place).
 func (s *savedEntry) entry(path string) *union.Entry {
-	x := &entryWithLower{e: union.Entry{Path: path, Mode: s.mode, Upper: s.upper, Ino: s.ino, MetaCopy: s.metaCopy, Real: s.real}}
+	x := &entryWithLower{e: union.Entry{Path: path, Mode: s.mode, Upper: s.upper, Ino: s.ino, MetaCopy: s.metaCopy, NoXattrs: s.noXattrs, Real: s.real}}
 	if s.hasLower {
 		x.lower[0] = s.lower
 		x.e.Lower = x.lower[:1:1]
