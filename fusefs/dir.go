@@ -35,10 +35,10 @@ type dirHandle struct {
 	list []fuse.DirEntry
 	done bool // list is built
 	next int  // index of the next entry to return
-	// plus is the mount's READDIRPLUS policy and skipFiles how many more
-	// files this listing skips, decided at its first lookup.
-	plus      *plusPolicy
+	// skipFiles is how many more files this listing skips, decided by the
+	// mount's READDIRPLUS policy at its first lookup.
 	skipFiles int
+	decided   bool
 }
 
 // What a dirHandle implements.
@@ -147,7 +147,7 @@ func sortByOff(list []fuse.DirEntry) {
 	}
 }
 
-// Releasedir drops the listing.
+// Releasedir: the listing goes with the handle.
 func (d *dirHandle) Releasedir(ctx context.Context, releaseFlags uint32) {}
 
 // Lookup looks up an entry for READDIRPLUS, which hands the kernel each
@@ -159,33 +159,32 @@ func (d *dirHandle) Releasedir(ctx context.Context, releaseFlags uint32) {}
 // listed (see plusPolicy). A skipped name goes to the kernel as a plain
 // entry; it sends a LOOKUP if it needs more.
 func (d *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	if d.n.GetChild(name) != nil {
+		return nil, syscall.ENOENT
+	}
 	d.mu.Lock()
 	var mode uint32
 	if d.next > 0 && d.next <= len(d.list) && d.list[d.next-1].Name == name {
 		mode = d.list[d.next-1].Mode
 	}
-	if d.plus == nil {
-		d.plus = &d.n.plus
-		d.skipFiles = d.plus.skipFiles()
+	if !d.decided {
+		d.skipFiles, d.decided = d.n.plus.skipFiles(), true
 	}
 	skip := mode&syscall.S_IFMT != syscall.S_IFDIR && d.skipFiles > 0
 	if skip {
 		d.skipFiles--
 	}
 	d.mu.Unlock()
-	if d.n.GetChild(name) != nil {
-		return nil, syscall.ENOENT
+	if !skip {
+		return d.n.lookup(ctx, name, out)
 	}
-	if skip {
-		d.n.mu.Lock()
-		if d.n.skipped < maxSkipped {
-			d.n.skipped++
-		}
-		d.n.mu.Unlock()
-		d.plus.noteSkipped()
-		return nil, syscall.ENOENT
+	d.n.mu.Lock()
+	if d.n.skipped < maxSkipped {
+		d.n.skipped++
 	}
-	return d.n.lookup(ctx, name, out)
+	d.n.mu.Unlock()
+	d.n.plus.noteSkipped()
+	return nil, syscall.ENOENT
 }
 
 // maxSkipped bounds a directory's count of skipped names: a directory

@@ -19,7 +19,6 @@ import (
 	"hash/maphash"
 	"log/slog"
 	"runtime"
-	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -668,7 +667,7 @@ func (n *Node) reopen(e *union.Entry, flags uint32, en syscall.Errno) (fs.FileHa
 	if lower && flags&syscall.O_ACCMODE != syscall.O_RDONLY {
 		return nil, 0, syscall.EROFS
 	}
-	fd, err := unix.Open("/proc/self/fd/"+strconv.Itoa(src), int(flags)&^(unix.O_CREAT|unix.O_EXCL|unix.O_TRUNC|unix.O_NOCTTY)|unix.O_CLOEXEC, 0)
+	fd, err := unix.Open(layer.ProcFd(src), int(flags)&^(unix.O_CREAT|unix.O_EXCL|unix.O_TRUNC|unix.O_NOCTTY)|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, 0, errno(err)
 	}

@@ -85,15 +85,8 @@ func (x *exporter) upperDir(ctx context.Context, e *union.Entry) error {
 	}
 	up := x.u.UpperLayer()
 	rel := e.Path
-	st, err := up.Lstat(rel)
+	st, err := x.dir(rel, up, rel)
 	if err != nil {
-		return fmt.Errorf("export %s: %w", unionPath(rel), err)
-	}
-	xs, err := x.xattrs(up, rel)
-	if err != nil {
-		return err
-	}
-	if err := x.object(rel, up, rel, &st, xs, nil); err != nil {
 		return err
 	}
 	opaque, err := up.GetxattrString(rel, x.format.Name(layer.Opaque))
@@ -217,15 +210,7 @@ func (x *exporter) indexVisible(ctx context.Context, root *union.Entry) error {
 				return fmt.Errorf("export %s: %w", unionPath(p), err)
 			}
 			l, real := x.u.Visible(e)
-			st, err := l.Lstat(real)
-			if err != nil {
-				return fmt.Errorf("export %s: %w", unionPath(p), err)
-			}
-			xs, err := x.xattrs(l, real)
-			if err != nil {
-				return err
-			}
-			if err := x.object(p, l, real, &st, xs, nil); err != nil {
+			if _, err := x.dir(p, l, real); err != nil {
 				return err
 			}
 		}
@@ -284,6 +269,20 @@ func (x *exporter) marker(name string, st *unix.Stat_t) error {
 		ModTime:  mtimeOf(st),
 		Format:   tar.FormatPAX,
 	}, nil)
+}
+
+// dir writes directory rel of the union, found at real in l, and returns
+// its attributes.
+func (x *exporter) dir(rel string, l *layer.Layer, real string) (unix.Stat_t, error) {
+	st, err := l.Lstat(real)
+	if err != nil {
+		return st, fmt.Errorf("export %s: %w", unionPath(rel), err)
+	}
+	xs, err := x.xattrs(l, real)
+	if err != nil {
+		return st, err
+	}
+	return st, x.object(rel, l, real, &st, xs, nil)
 }
 
 // object writes the object at rel in the union, found at real in l; open

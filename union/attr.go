@@ -3,7 +3,6 @@ package union
 import (
 	"errors"
 	"fmt"
-	"strconv"
 
 	"golang.org/x/sys/unix"
 
@@ -203,9 +202,6 @@ func (u *Union) upperObject(p string, mode uint32) (int, error) {
 	return fd, nil
 }
 
-// procFd names open descriptor fd for calls that take a path.
-func procFd(fd int) string { return "/proc/self/fd/" + strconv.Itoa(fd) }
-
 // SetAttr says which attributes to change; nil fields stay as they are.
 type SetAttr struct {
 	Mode         *uint32
@@ -260,12 +256,12 @@ func (a SetAttr) Apply(fd int, mode uint32) error {
 		if mode == unix.S_IFLNK {
 			return unix.EOPNOTSUPP
 		}
-		if err := unix.Chmod(procFd(fd), *a.Mode&^unix.S_IFMT); err != nil {
+		if err := unix.Chmod(layer.ProcFd(fd), *a.Mode&^unix.S_IFMT); err != nil {
 			return err
 		}
 	}
 	if a.Size != nil {
-		w, err := unix.Open(procFd(fd), unix.O_WRONLY|unix.O_CLOEXEC, 0)
+		w, err := unix.Open(layer.ProcFd(fd), unix.O_WRONLY|unix.O_CLOEXEC, 0)
 		if err != nil {
 			return err
 		}
@@ -374,7 +370,7 @@ func (u *Union) Setxattr(e *Entry, name string, value []byte, flags int) error {
 		return err
 	}
 	defer unix.Close(obj)
-	return unix.Setxattr(procFd(obj), name, value, flags)
+	return unix.Setxattr(layer.ProcFd(obj), name, value, flags)
 }
 
 // Removexattr removes xattr name of e, copying it up only if it has it.
@@ -406,5 +402,5 @@ func (u *Union) Removexattr(e *Entry, name string) error {
 		return err
 	}
 	defer unix.Close(obj)
-	return unix.Removexattr(procFd(obj), name)
+	return unix.Removexattr(layer.ProcFd(obj), name)
 }

@@ -17,7 +17,6 @@ import (
 	"fmt"
 	"os"
 	"path"
-	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -270,7 +269,7 @@ func (l *Layer) LinkFd(fd int, rel string) error {
 		// /proc, which costs a path walk.
 		err := unix.Linkat(fd, "", dirfd, name, unix.AT_EMPTY_PATH)
 		if errors.Is(err, unix.EPERM) || errors.Is(err, unix.ENOENT) || errors.Is(err, unix.EINVAL) {
-			err = unix.Linkat(unix.AT_FDCWD, "/proc/self/fd/"+strconv.Itoa(fd), dirfd, name, unix.AT_SYMLINK_FOLLOW)
+			err = unix.Linkat(unix.AT_FDCWD, ProcFd(fd), dirfd, name, unix.AT_SYMLINK_FOLLOW)
 		}
 		return err
 	})
@@ -331,7 +330,7 @@ func (l *Layer) withPath(rel string, op func(procPath string) error) error {
 		return err
 	}
 	defer unix.Close(fd)
-	return op("/proc/self/fd/" + strconv.Itoa(fd))
+	return op(ProcFd(fd))
 }
 
 // Chmod sets the permission bits of rel (EOPNOTSUPP for a symlink).

@@ -36,9 +36,11 @@ type xattrArgs struct {
 // procPath names dirfd's entry name through /proc, for the l* xattr calls
 // on kernels without the *at forms. It resolves nothing but the magic link
 // to dirfd itself.
-func procPath(dirfd int, name string) string {
-	return "/proc/self/fd/" + strconv.Itoa(dirfd) + "/" + name
-}
+func procPath(dirfd int, name string) string { return ProcFd(dirfd) + "/" + name }
+
+// ProcFd names open descriptor fd for calls that take a path (the object
+// itself, not a symlink's target, when it was opened O_PATH|O_NOFOLLOW).
+func ProcFd(fd int) string { return "/proc/self/fd/" + strconv.Itoa(fd) }
 
 // cstrings converts name and attr for a syscall.
 func cstrings(name, attr string) (*byte, *byte, error) {
