@@ -52,7 +52,7 @@ func run(args []string) int {
 	for _, a := range args {
 		switch a {
 		case "-h", "--help":
-			fmt.Print(usage)
+			fmt.Print(usage())
 			return 0
 		case "-V", "--version":
 			fmt.Printf("unionmount version %s\n", version)

@@ -37,27 +37,155 @@ func defaultConfig() mountConfig {
 	}
 }
 
-// mountFlagOptions are the generic options that set mount flags.
-var mountFlagOptions = map[string]bool{
-	"dev": true, "nodev": true, "suid": true, "nosuid": true, "exec": true, "noexec": true,
+// option is one row of the option table: the single list of what -o
+// accepts. The usage text is generated from it, and a test holds the README
+// and the man page to the same set.
+type option struct {
+	name string // the key before '='
+	// aliases are more keys the row takes, listed beside name.
+	aliases []string
+	// arg names the value in the usage text ("on|off", "SECONDS"); empty
+	// for an option that takes no value.
+	arg string
+	// help is the usage text, lines after the first indented by the
+	// generator; empty for options accepted and not documented one by one
+	// (mount(8)'s generic options).
+	help string
+	// set applies the option given as key (name or an alias) to c; val is
+	// "" for options without '='.
+	set func(c *mountConfig, key, val string) error
+}
+
+// options is the option table. Order is the usage text's order.
+var options = []option{
+	{name: "lowerdir", arg: "L1:L2", help: "read-only layers, topmost first (required); \\: escapes a colon",
+		set: func(c *mountConfig, _, val string) error {
+			lowers := splitLowers(val)
+			for _, l := range lowers {
+				if l == "" {
+					return fmt.Errorf("option lowerdir=%q: empty layer", val)
+				}
+			}
+			c.union.Lowers = lowers
+			return nil
+		}},
+	{name: "upperdir", arg: "U", help: "writable layer",
+		set: func(c *mountConfig, _, val string) error { c.union.Upper = val; return nil }},
+	{name: "workdir", arg: "W", help: "work directory on U's filesystem (required with upperdir)",
+		set: func(c *mountConfig, _, val string) error { c.union.Work = val; return nil }},
+	{name: "redirect_dir", arg: "on|off", help: "rename of lower directories (default on; off: EXDEV)",
+		set: func(c *mountConfig, _, val string) error {
+			switch val {
+			case "on":
+				c.union.RedirectDir = true
+			case "off", "follow", "nofollow":
+				c.union.RedirectDir = false
+			default:
+				return fmt.Errorf("option redirect_dir=%q: want on or off", val)
+			}
+			c.redirectSet = true
+			return nil
+		}},
+	{name: "userxattr", help: "keep metadata in user.overlay.* (default when not root;\nthen redirect_dir and metacopy default to off, as the\nkernel reads neither with userxattr)",
+		set: func(c *mountConfig, _, _ string) error { c.union.UserXattr = true; return nil }},
+	{name: "whiteout_files", arg: "on|off", help: "read .wh.NAME whiteouts in lowers (default on)",
+		set: onOffOption("whiteout_files", func(c *mountConfig, on bool) { c.union.WhiteoutFiles = on })},
+	{name: "metacopy", arg: "on|off", help: "chmod/chown/utimes/xattrs of lower files copy no data (default on)",
+		set: onOffOption("metacopy", func(c *mountConfig, on bool) { c.union.MetaCopy, c.metacopySet = on, true })},
+	{name: "volatile", help: "do not fsync copied-up data (as fsync=0)",
+		set: func(c *mountConfig, _, _ string) error { c.union.NoFsync = true; return nil }},
+	{name: "fsync", arg: "0|1", help: "0: do not fsync copied-up data (default 1)",
+		set: func(c *mountConfig, _, val string) error {
+			switch val {
+			case "0":
+				c.union.NoFsync = true
+			case "1":
+				c.union.NoFsync = false
+			default:
+				return fmt.Errorf("option fsync=%q: want 0 or 1", val)
+			}
+			return nil
+		}},
+	{name: "timeout", arg: "SECONDS", help: "kernel cache time for entries and attributes (default 30)",
+		set: func(c *mountConfig, _, val string) error {
+			secs, err := strconv.ParseFloat(val, 64)
+			if err != nil || secs < 0 {
+				return fmt.Errorf("option timeout=%q: want seconds", val)
+			}
+			c.timeout = time.Duration(secs * float64(time.Second))
+			return nil
+		}},
+	{name: "max_entries", arg: "N", help: "files the kernel (and the daemon) keep cached; past it\nthe oldest unused are dropped (default 150000; 0: no limit)",
+		set: func(c *mountConfig, _, val string) error {
+			n, err := strconv.Atoi(val)
+			if err != nil || n < 0 {
+				return fmt.Errorf("option max_entries=%q: want a number of entries (0: no limit)", val)
+			}
+			c.maxEntries = n
+			return nil
+		}},
+	{name: "ro", help: "read-only mount; an upperdir is shown as the topmost lower",
+		set: func(c *mountConfig, _, _ string) error { c.readOnly = true; return nil }},
+	{name: "fsname", arg: "NAME", help: "the source shown in /proc/mounts",
+		set: func(c *mountConfig, _, val string) error { c.fsName = val; return nil }},
+	{name: "dev", aliases: []string{"nodev", "suid", "nosuid", "exec", "noexec"},
+		help: "as mount(8); as root the default is dev,suid, for other\nusers fusermount3 imposes nodev,nosuid",
+		set: func(c *mountConfig, key, _ string) error {
+			c.mountFlags = append(c.mountFlags, key)
+			return nil
+		}},
+	// fuse-overlayfs's id mapping: refused, not ignored.
+	{name: "uidmapping", aliases: []string{"gidmapping", "squash_to_root", "squash_to_uid", "squash_to_gid"},
+		set: func(_ *mountConfig, key, _ string) error {
+			return fmt.Errorf("option %s: id mapping is not supported", key)
+		}},
 }
 
 // ignoredOptions are accepted and have no effect: mount(8)'s generic
-// options, which FUSE or mount itself handles, and kernel overlayfs tuning
-// that has no meaning here.
-var ignoredOptions = map[string]bool{
-	"rw": true, "atime": true, "noatime": true,
-	"relatime": true, "norelatime": true, "strictatime": true,
-	"nodiratime": true, "diratime": true, "lazytime": true, "nolazytime": true,
-	"sync": true, "async": true, "dirsync": true, "defaults": true,
-	"auto": true, "noauto": true, "user": true, "nouser": true, "users": true,
-	"owner": true, "group": true, "nofail": true, "_netdev": true,
-	"allow_other": true, "allow_root": true, "default_permissions": true,
-	"auto_unmount": true, "silent": true, "loud": true,
+// options, which FUSE or mount itself handles, kernel overlayfs tuning that
+// has no meaning here, and fuse-overlayfs's. Options beginning with "x-" are
+// accepted too.
+var ignoredOptions = []string{
+	"rw", "atime", "noatime", "relatime", "norelatime", "strictatime",
+	"nodiratime", "diratime", "lazytime", "nolazytime",
+	"sync", "async", "dirsync", "defaults",
+	"auto", "noauto", "user", "nouser", "users", "owner", "group", "nofail", "_netdev",
+	"allow_other", "allow_root", "default_permissions", "auto_unmount", "silent", "loud",
+	"comment", "context", "subtype", "max_read",
 	// kernel overlayfs features we have or don't need
-	"index": true, "xino": true, "nfs_export": true, "uuid": true,
+	"index", "xino", "nfs_export", "uuid",
 	// fuse-overlayfs
-	"noacl": true, "threaded": true, "static_nlink": true,
+	"noacl", "threaded", "static_nlink",
+}
+
+// optionByName indexes options (names and aliases) and ignoredOptions.
+var optionByName = func() map[string]*option {
+	m := make(map[string]*option)
+	for i := range options {
+		for _, k := range append([]string{options[i].name}, options[i].aliases...) {
+			m[k] = &options[i]
+		}
+	}
+	ignored := &option{set: func(*mountConfig, string, string) error { return nil }}
+	for _, name := range ignoredOptions {
+		m[name] = ignored
+	}
+	return m
+}()
+
+// onOffOption is a setter for an on|off option.
+func onOffOption(name string, apply func(c *mountConfig, on bool)) func(*mountConfig, string, string) error {
+	return func(c *mountConfig, _, val string) error {
+		switch val {
+		case "on":
+			apply(c, true)
+		case "off":
+			apply(c, false)
+		default:
+			return fmt.Errorf("option %s=%q: want on or off", name, val)
+		}
+		return nil
+	}
 }
 
 // parseOptions applies a comma-separated -o string to c.
@@ -67,80 +195,50 @@ func parseOptions(s string, c *mountConfig) error {
 			continue // podman sends "a,,b"
 		}
 		key, val, hasVal := strings.Cut(opt, "=")
-		switch {
-		case key == "lowerdir":
-			lowers := splitLowers(val)
-			for _, l := range lowers {
-				if l == "" {
-					return fmt.Errorf("option lowerdir=%q: empty layer", val)
-				}
-			}
-			c.union.Lowers = lowers
-		case key == "upperdir":
-			c.union.Upper = val
-		case key == "workdir":
-			c.union.Work = val
-		case key == "redirect_dir":
-			c.redirectSet = true
-			switch val {
-			case "on":
-				c.union.RedirectDir = true
-			case "off", "follow", "nofollow":
-				c.union.RedirectDir = false
-			default:
-				return fmt.Errorf("option redirect_dir=%q: want on or off", val)
-			}
-		case key == "userxattr" && !hasVal:
-			c.union.UserXattr = true
-		case key == "metacopy":
-			on, err := onOff(key, val)
-			if err != nil {
-				return err
-			}
-			c.union.MetaCopy, c.metacopySet = on, true
-		case key == "whiteout_files":
-			on, err := onOff(key, val)
-			if err != nil {
-				return err
-			}
-			c.union.WhiteoutFiles = on
-		case key == "volatile" && !hasVal:
-			c.union.NoFsync = true
-		case key == "fsync":
-			switch val {
-			case "0":
-				c.union.NoFsync = true
-			case "1":
-				c.union.NoFsync = false
-			default:
-				return fmt.Errorf("option fsync=%q: want 0 or 1", val)
-			}
-		case key == "ro" && !hasVal:
-			c.readOnly = true
-		case !hasVal && mountFlagOptions[key]:
-			c.mountFlags = append(c.mountFlags, key)
-		case key == "fsname":
-			c.fsName = val
-		case key == "timeout":
-			secs, err := strconv.ParseFloat(val, 64)
-			if err != nil || secs < 0 {
-				return fmt.Errorf("option timeout=%q: want seconds", val)
-			}
-			c.timeout = time.Duration(secs * float64(time.Second))
-		case key == "max_entries":
-			n, err := strconv.Atoi(val)
-			if err != nil || n < 0 {
-				return fmt.Errorf("option max_entries=%q: want a number of entries (0: no limit)", val)
-			}
-			c.maxEntries = n
-		case key == "uidmapping" || key == "gidmapping" || strings.HasPrefix(key, "squash_to"):
-			return fmt.Errorf("option %s: id mapping is not supported", key)
-		case ignoredOptions[key] || strings.HasPrefix(key, "x-") || key == "comment" || key == "context" || key == "subtype" || key == "max_read":
-		default:
+		o := optionByName[key]
+		if o == nil && strings.HasPrefix(key, "x-") {
+			continue
+		}
+		if o == nil {
 			return fmt.Errorf("unknown option %q", opt)
+		}
+		// Rows without help (refused, ignored) take what they are given.
+		if o.help != "" && o.arg == "" && hasVal {
+			return fmt.Errorf("option %s takes no value (got %q)", key, opt)
+		}
+		if o.help != "" && o.arg != "" && !hasVal {
+			return fmt.Errorf("option %s needs a value: %s=%s", key, key, o.arg)
+		}
+		if err := o.set(c, key, val); err != nil {
+			return err
 		}
 	}
 	return nil
+}
+
+// optionsUsage is the -o part of the usage text, from the option table.
+func optionsUsage() string {
+	var b strings.Builder
+	for _, o := range options {
+		if o.help == "" {
+			continue
+		}
+		head := strings.Join(append([]string{o.name}, o.aliases...), ", ")
+		if o.arg != "" {
+			head += "=" + o.arg
+		}
+		lines := strings.Split(o.help, "\n")
+		if len(head) > 16 {
+			fmt.Fprintf(&b, "       %s\n", head)
+			head = ""
+		}
+		for _, l := range lines {
+			fmt.Fprintf(&b, "       %-16s %s\n", head, l)
+			head = ""
+		}
+	}
+	b.WriteString("       mount(8)'s other generic options (rw, noatime, x-*, ...) are accepted\n")
+	return b.String()
 }
 
 // splitLowers splits a lowerdir value at colons not escaped by a backslash.
@@ -162,18 +260,9 @@ func splitLowers(v string) []string {
 	return append(out, cur.String())
 }
 
-func onOff(key, val string) (bool, error) {
-	switch val {
-	case "on":
-		return true, nil
-	case "off":
-		return false, nil
-	}
-	return false, fmt.Errorf("option %s=%q: want on or off", key, val)
-}
-
 // usage is printed by -h.
-const usage = `usage: unionmount [-f] [-d] -o lowerdir=L1[:L2...][,upperdir=U,workdir=W][,OPTS] MOUNTPOINT
+func usage() string {
+	return `usage: unionmount [-f] [-d] -o lowerdir=L1[:L2...][,upperdir=U,workdir=W][,OPTS] MOUNTPOINT
        unionmount SOURCE MOUNTPOINT -o OPTS      (the form mount.fuse3 uses)
 
 Layers lowerdir (read-only, topmost first) under upperdir (writable) at
@@ -182,23 +271,7 @@ MOUNTPOINT. Without upperdir the union is read-only.
   -f           stay in the foreground
   -d           debug: log every request (implies -f)
   -o OPTS      comma-separated options:
-       lowerdir=L1:L2   read-only layers, topmost first (required)
-       upperdir=U       writable layer
-       workdir=W        work directory on U's filesystem (required with upperdir)
-       redirect_dir=on|off   rename of lower directories (default on; off: EXDEV)
-       userxattr        keep metadata in user.overlay.* (default when not root;
-                        then redirect_dir and metacopy default to off, as the
-                        kernel reads neither with userxattr)
-       whiteout_files=on|off read .wh.NAME whiteouts in lowers (default on)
-       metacopy=on|off  chmod/chown/utimes/xattrs of lower files copy no data (default on)
-       volatile, fsync=0     do not fsync copied-up data
-       timeout=SECONDS  kernel cache time for entries and attributes (default 30)
-       max_entries=N    files the kernel (and the daemon) keep cached; past it
-                        the oldest unused are dropped (default 150000; 0: no limit)
-       dev, nodev, suid, nosuid, exec, noexec   as mount(8) (root: dev,suid
-                        by default; others get nodev,nosuid from fusermount3)
-       ro, and mount(8)'s other generic options (accepted, no effect)
-  -V, --version  print the version
+` + optionsUsage() + `  -V, --version  print the version
 
 Tools for the layers of a stopped union (same -o options; NAME --help for each):
   unionmount check  -o ... [--repair]   verify (and repair) an upper and workdir
@@ -207,6 +280,7 @@ Tools for the layers of a stopped union (same -o options; NAME --help for each):
   unionmount import -o upperdir=U,... LAYER.tar   an OCI layer tar as a new upper
   unionmount merge  -o ... DEST         the merged view into a new directory
 `
+}
 
 // parseArgs reads the command line of a mount.
 func parseArgs(args []string) (mountConfig, error) {
