@@ -34,7 +34,7 @@ type dirHandle struct {
 	mu   sync.Mutex
 	list []fuse.DirEntry
 	done bool // list is built
-	next int  // index of the next entry to return
+	next int  // position of the next entry to return
 	// skipFiles is how many more files this listing skips, decided by the
 	// mount's READDIRPLUS policy at its first lookup.
 	skipFiles int

@@ -1,11 +1,14 @@
 package fusefs
 
 import (
+	"runtime"
 	"sync"
-	"syscall"
+	"time"
 
 	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/unionmount/unionmount/union"
+	"golang.org/x/sys/unix"
 )
 
 // mounts are the mounts of this process, by union (for ResidentFiles).
@@ -14,70 +17,6 @@ var mounts sync.Map // *union.Union → *mount
 // DefaultMaxEntries is how many file nodes a mount keeps by default: about
 // 200 MiB of daemon memory (see TestMemoryPerEntry and bench/RESULTS.md).
 const DefaultMaxEntries = 150_000
-
-// residency bounds the file nodes of a mount. The kernel keeps an inode
-// for every name it has seen until memory runs short, and go-fuse (and
-// so the daemon) keeps a node for each: a walk of a million files would
-// hold a million nodes. Past max file nodes, the oldest are handed back
-// in batches (FUSE_NOTIFY_PRUNE, Linux 6.16): the kernel drops those of
-// their names that nothing uses, and forgets the inodes, which frees the
-// nodes. A name used again is looked up again. Directories are never
-// handed back (mounts may sit on them; there are few).
-type residency struct {
-	mu    sync.Mutex
-	max   int
-	queue []*fs.Inode // in creation order, from head on
-	head  int
-	off   bool // the kernel cannot prune
-	// live counts the file nodes the kernel has not forgotten.
-	live int
-}
-
-// setMax sets the bound (0: none).
-func (r *residency) setMax(n int) {
-	r.mu.Lock()
-	r.max = n
-	r.mu.Unlock()
-}
-
-// pruneBatch is how many nodes one notification hands back.
-const pruneBatch = 1024
-
-// add notes a new file node, and hands back the oldest when there are too
-// many.
-func (r *residency) add(in *fs.Inode) {
-	r.mu.Lock()
-	r.live++
-	if r.off || r.max <= 0 {
-		r.mu.Unlock()
-		return
-	}
-	r.queue = append(r.queue, in)
-	var batch []*fs.Inode
-	if len(r.queue)-r.head >= r.max+pruneBatch {
-		batch = make([]*fs.Inode, pruneBatch)
-		copy(batch, r.queue[r.head:])
-		clear(r.queue[r.head : r.head+pruneBatch])
-		r.head += pruneBatch
-		if r.head > len(r.queue)/2 {
-			r.queue = append(r.queue[:0], r.queue[r.head:]...)
-			r.head = 0
-		}
-	}
-	r.mu.Unlock()
-	if batch != nil {
-		// Not from inside a request: the kernel evicts the inodes on the
-		// notification's write, and may need locks the request holds.
-		go r.prune(batch)
-	}
-}
-
-// forgot notes that the kernel forgot a file node.
-func (r *residency) forgot() {
-	r.mu.Lock()
-	r.live--
-	r.mu.Unlock()
-}
 
 // ResidentFiles is how many file nodes of u's mount the kernel holds.
 func ResidentFiles(u *union.Union) int {
@@ -91,13 +30,101 @@ func ResidentFiles(u *union.Union) int {
 	return r.live
 }
 
-// prune hands nodes back to the kernel. A node forgotten meanwhile is
-// nothing to the kernel any more; one it still uses stays.
-func (r *residency) prune(batch []*fs.Inode) {
-	if errno := batch[0].NotifyPrune(batch); errno == syscall.ENOSYS {
-		r.mu.Lock()
-		r.off = true
-		r.queue, r.head = nil, 0
-		r.mu.Unlock()
+// mount is what every node of one mount shares.
+type mount struct {
+	u *union.Union
+	// attrTimeout is how long the kernel may cache the attributes a reply
+	// carries.
+	attrTimeout time.Duration
+	plus        plusPolicy
+	resident    residency
+}
+
+// Options are the FUSE-side settings of a mount.
+type Options struct {
+	// AllowOther lets every user use the mount (permissions are checked by
+	// the kernel on the merged attributes).
+	AllowOther bool
+	// ReadOnly mounts read-only.
+	ReadOnly bool
+	// FsName is the source shown in /proc/mounts.
+	FsName string
+	// Debug logs every request.
+	Debug bool
+	// Timeout is how long the kernel may cache entries and attributes.
+	Timeout time.Duration
+	// MaxEntries bounds the file nodes kept (see residency); 0: no bound.
+	MaxEntries int
+	// MountFlags are generic options that become mount flags: dev, nodev,
+	// suid, nosuid, exec, noexec (later ones win).
+	MountFlags []string
+}
+
+// spareProcs adds the spare Ps once per process (see Mount).
+var spareProcs sync.Once
+
+// Mount mounts u at mountpoint and returns the running server.
+func Mount(u *union.Union, mountpoint string, o Options) (*fuse.Server, error) {
+	rootEntry, err := u.Root()
+	if err != nil {
+		return nil, err
 	}
+	timeout := o.Timeout
+	m := &mount{u: u, attrTimeout: timeout}
+	m.resident.setMax(o.MaxEntries)
+	mounts.Store(u, m)
+	root := &Node{mount: m}
+	root.e.save(rootEntry)
+	if o.FsName == "" {
+		o.FsName = "unionmount"
+	}
+	opts := &fs.Options{
+		// Nil timeouts would mean zero: every access a round trip.
+		EntryTimeout:    &timeout,
+		AttrTimeout:     &timeout,
+		NegativeTimeout: &timeout,
+		// Mode 0 stays 0 (a chmod 000 file must not show as 0644).
+		NullPermissions: true,
+		RootStableAttr:  &fs.StableAttr{Ino: rootEntry.Ino},
+		MountOptions: fuse.MountOptions{
+			AllowOther:  o.AllowOther,
+			FsName:      o.FsName,
+			Name:        "unionmount",
+			DirectMount: unix.Geteuid() == 0,
+			Debug:       o.Debug,
+			MaxWrite:    1 << 20,
+			// The kernel enforces and caches POSIX ACLs (ls -l asks every
+			// file for them); we apply the umask (see aclUmask).
+			EnableAcl:         true,
+			ExtraCapabilities: fuse.CAP_DONT_MASK,
+			// Every change goes through this mount, so the kernel need not
+			// check mtimes (a GETATTR per open) to keep its page cache.
+			ExplicitDataCacheControl: true,
+			// The kernel checks permissions on the merged attributes.
+			Options: []string{"default_permissions"},
+		},
+	}
+	if o.ReadOnly {
+		opts.MountOptions.Options = append(opts.MountOptions.Options, "ro")
+	}
+	opts.MountOptions.Options = append(opts.MountOptions.Options, o.MountFlags...)
+	procs := runtime.GOMAXPROCS(0)
+	server, err := fuse.NewServer(&aclUmask{fs.NewNodeFS(root, opts)}, mountpoint, &opts.MountOptions)
+	if err != nil {
+		return nil, err
+	}
+	// go-fuse reads requests with up to GOMAXPROCS goroutines (at least
+	// two), each blocked in read(2) on /dev/fuse when idle, which holds its
+	// P. With no P left idle the runtime's sysmon takes Ps back from every
+	// system call longer than 20µs (a copy-up's fsync, the readers' own
+	// reads) and hands them between threads: about a sixth of the daemon's
+	// CPU in a copy-up storm, and a third more futex wake-ups per request.
+	// As many more Ps as readers, set once the readers are counted, leave
+	// Ps idle: 10% less CPU in append-go.
+	spareProcs.Do(func() { runtime.GOMAXPROCS(procs + min(max(procs, 2), 16)) })
+	go server.Serve()
+	if err := server.WaitMount(); err != nil {
+		return nil, err
+	}
+	return server, nil
 }

@@ -16,12 +16,9 @@ import (
 	"context"
 	"errors"
 	"hash/fnv"
-	"hash/maphash"
 	"log/slog"
-	"runtime"
 	"sync"
 	"syscall"
-	"time"
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -69,16 +66,6 @@ type openFiles struct {
 	all map[*fileHandle]bool
 }
 
-// mount is what every node of one mount shares.
-type mount struct {
-	u *union.Union
-	// attrTimeout is how long the kernel may cache the attributes a reply
-	// carries.
-	attrTimeout time.Duration
-	plus        plusPolicy
-	resident    residency
-}
-
 // What a Node implements.
 var (
 	_ = (fs.NodeLookuper)((*Node)(nil))
@@ -104,95 +91,6 @@ var (
 	_ = (fs.NodeReleaser)((*Node)(nil))
 	_ = (fs.NodeOnForgetter)((*Node)(nil))
 )
-
-// Options are the FUSE-side settings of a mount.
-type Options struct {
-	// AllowOther lets every user use the mount (permissions are checked by
-	// the kernel on the merged attributes).
-	AllowOther bool
-	// ReadOnly mounts read-only.
-	ReadOnly bool
-	// FsName is the source shown in /proc/mounts.
-	FsName string
-	// Debug logs every request.
-	Debug bool
-	// Timeout is how long the kernel may cache entries and attributes.
-	Timeout time.Duration
-	// MaxEntries bounds the file nodes kept (see residency); 0: no bound.
-	MaxEntries int
-	// MountFlags are generic options that become mount flags: dev, nodev,
-	// suid, nosuid, exec, noexec (later ones win).
-	MountFlags []string
-}
-
-// spareProcs adds the spare Ps once per process (see Mount).
-var spareProcs sync.Once
-
-// Mount mounts u at mountpoint and returns the running server.
-func Mount(u *union.Union, mountpoint string, o Options) (*fuse.Server, error) {
-	rootEntry, err := u.Root()
-	if err != nil {
-		return nil, err
-	}
-	timeout := o.Timeout
-	m := &mount{u: u, attrTimeout: timeout}
-	m.resident.setMax(o.MaxEntries)
-	mounts.Store(u, m)
-	root := &Node{mount: m}
-	root.e.save(rootEntry)
-	if o.FsName == "" {
-		o.FsName = "unionmount"
-	}
-	opts := &fs.Options{
-		// Nil timeouts would mean zero: every access a round trip.
-		EntryTimeout:    &timeout,
-		AttrTimeout:     &timeout,
-		NegativeTimeout: &timeout,
-		// Mode 0 stays 0 (a chmod 000 file must not show as 0644).
-		NullPermissions: true,
-		RootStableAttr:  &fs.StableAttr{Ino: rootEntry.Ino},
-		MountOptions: fuse.MountOptions{
-			AllowOther:  o.AllowOther,
-			FsName:      o.FsName,
-			Name:        "unionmount",
-			DirectMount: unix.Geteuid() == 0,
-			Debug:       o.Debug,
-			MaxWrite:    1 << 20,
-			// The kernel enforces and caches POSIX ACLs (ls -l asks every
-			// file for them); we apply the umask (see aclUmask).
-			EnableAcl:         true,
-			ExtraCapabilities: fuse.CAP_DONT_MASK,
-			// Every change goes through this mount, so the kernel need not
-			// check mtimes (a GETATTR per open) to keep its page cache.
-			ExplicitDataCacheControl: true,
-			// The kernel checks permissions on the merged attributes.
-			Options: []string{"default_permissions"},
-		},
-	}
-	if o.ReadOnly {
-		opts.MountOptions.Options = append(opts.MountOptions.Options, "ro")
-	}
-	opts.MountOptions.Options = append(opts.MountOptions.Options, o.MountFlags...)
-	procs := runtime.GOMAXPROCS(0)
-	server, err := fuse.NewServer(&aclUmask{fs.NewNodeFS(root, opts)}, mountpoint, &opts.MountOptions)
-	if err != nil {
-		return nil, err
-	}
-	// go-fuse reads requests with up to GOMAXPROCS goroutines (at least
-	// two), each blocked in read(2) on /dev/fuse when idle, which holds its
-	// P. With no P left idle the runtime's sysmon takes Ps back from every
-	// system call longer than 20µs (a copy-up's fsync, the readers' own
-	// reads) and hands them between threads: about a sixth of the daemon's
-	// CPU in a copy-up storm, and a third more futex wake-ups per request.
-	// As many more Ps as readers, set once the readers are counted, leave
-	// Ps idle: 10% less CPU in append-go.
-	spareProcs.Do(func() { runtime.GOMAXPROCS(procs + min(max(procs, 2), 16)) })
-	go server.Serve()
-	if err := server.WaitMount(); err != nil {
-		return nil, err
-	}
-	return server, nil
-}
 
 // entry returns a copy of the node's union stack with the current path. An
 // object may have been copied up through another node (as the parent of a
@@ -440,28 +338,6 @@ func (n *Node) OnForget() {
 		n.resident.forgot()
 	}
 }
-
-// noteLower drops the kernel's cached pages of a file whose data is in a
-// lower layer when its size or mtime differs from what was last reported:
-// the seeds forbid changing a lower while mounted, but then the new data
-// must show, not old pages padded with zeros.
-func (n *Node) noteLower(e *union.Entry, st *unix.Stat_t) {
-	if e.Mode != unix.S_IFREG || dataUpper(e) {
-		return
-	}
-	now := maphash.Comparable(seenSeed, [3]int64{st.Size, st.Mtim.Sec, st.Mtim.Nsec}) | 1
-	n.mu.Lock()
-	changed := n.seen != 0 && n.seen != now
-	n.seen = now
-	n.mu.Unlock()
-	if changed {
-		// Not from inside the request: the kernel may hold the inode.
-		go n.NotifyContent(0, 0)
-	}
-}
-
-// seenSeed seeds the hashes of Node.seen.
-var seenSeed = maphash.MakeSeed()
 
 // collides reports whether e, found under another name than old's, is
 // another object than old's although it has the same inode number.

@@ -3,7 +3,6 @@ package union
 import (
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -342,41 +341,6 @@ func (u *Union) opaqueOnPath(l *layer.Layer, dir string) bool {
 	return false
 }
 
-// whiteoutBelow reports whether the first thing the lowers of parent have at
-// name is a whiteout (of any form).
-func (u *Union) whiteoutBelow(parent *Entry, name string) (bool, error) {
-	for _, cand := range u.candidates(parent, name, "", nil) {
-		st, err := cand.Layer.Lstat(cand.Path)
-		if blocked(err) {
-			return false, nil
-		}
-		if notFound(err) {
-			if u.cfg.WhiteoutFiles {
-				wh, err := cand.Layer.Exists(layer.Join(cand.parentPath, layer.WhiteoutPrefix+cand.name))
-				if err != nil || wh {
-					return wh, err
-				}
-			}
-			continue
-		}
-		if err != nil {
-			return false, err
-		}
-		return layer.IsWhiteout(&st) || u.isXWhiteout(cand, &st), nil
-	}
-	return false, nil
-}
-
-// isXWhiteout reports whether st, found at cand, is an xattr whiteout: a
-// zero-size regular file with the whiteout xattr in a directory marked "x".
-func (u *Union) isXWhiteout(cand candidate, st *unix.Stat_t) bool {
-	if cand.parent == nil || !cand.parent.XWhiteouts || st.Mode&unix.S_IFMT != unix.S_IFREG || st.Size != 0 {
-		return false
-	}
-	_, err := cand.Layer.Getxattr(cand.Path, u.format.Name(layer.XWhiteout), nil)
-	return err == nil
-}
-
 // lowerDir is what a lookup needs to know of a lower directory.
 type lowerDir struct {
 	opaque     bool   // hides the layers below (xattr, or ".wh..wh..opq")
@@ -483,25 +447,6 @@ func (u *Union) upperFileXattrs(p string) (fileXattrs, error) {
 	return x, nil
 }
 
-// originIno is the union inode number of origin value v ("dev:ino").
-func (u *Union) originIno(v string) (uint64, bool) {
-	dev, ino, ok := strings.Cut(v, ":")
-	if !ok {
-		return 0, false
-	}
-	d, err1 := strconv.ParseUint(dev, 16, 64)
-	i, err2 := strconv.ParseUint(ino, 16, 64)
-	if err1 != nil || err2 != nil {
-		return 0, false
-	}
-	return u.Ino(d, i), true
-}
-
-// originValue is what the origin xattr holds for lower object st.
-func originValue(st *unix.Stat_t) []byte {
-	return []byte(strconv.FormatUint(st.Dev, 16) + ":" + strconv.FormatUint(st.Ino, 16))
-}
-
 // metacopyData finds the lower file holding the data of metadata-only copy
 // name in parent (in upper, or in layer below): at the same path further
 // down, or where its redirect says, past other metadata-only copies.
@@ -536,17 +481,6 @@ func (u *Union) lowerMetacopy(l *layer.Layer, p string, st *unix.Stat_t) bool {
 	}
 	_, err := l.Getxattr(p, u.format.Name(layer.Metacopy), nil)
 	return err == nil
-}
-
-// fixStat turns the attributes of a real object into the union object's:
-// the union inode number, and an indexed inode's union link count.
-func (u *Union) fixStat(e *Entry, st unix.Stat_t) unix.Stat_t {
-	e.Real = [2]uint64{st.Dev, st.Ino}
-	st.Ino = e.Ino
-	if e.Index != "" {
-		st.Nlink = u.indexNlink(e.Index, st.Nlink)
-	}
-	return st
 }
 
 // Resolve looks up union path p from the root.

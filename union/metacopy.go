@@ -177,43 +177,6 @@ func (u *Union) completeMetaCopy(e *Entry, size int64) (err error) {
 	return nil
 }
 
-// OpenDeferred opens e for writing without copying its data up yet, where a
-// metadata-only copy can stand in until the first write (open without
-// O_TRUNC or O_APPEND of a lower regular file with one name, metacopy on): it returns a
-// writable descriptor of the upper file and a read-only one of the data
-// below. Before writing through wfd the caller must call CopyUpData; until
-// then reads must use rfd. ok is false where this does not apply; the caller
-// then opens with Open.
-func (u *Union) OpenDeferred(e *Entry, flags int) (wfd, rfd int, ok bool, err error) {
-	// O_APPEND is there to write: copying the data at once costs one build
-	// instead of two.
-	if u.upper == nil || !u.cfg.MetaCopy || flags&(unix.O_TRUNC|unix.O_APPEND) != 0 || e.Mode != unix.S_IFREG ||
-		e.Index != "" {
-		return -1, -1, false, nil
-	}
-	// A lower file, or a metadata-only copy whose data is known. One found
-	// by a lookup has no e.Lower (the upper file hides it), only e.Data.
-	if (e.Upper && (!e.MetaCopy || e.Data == nil)) || (!e.Upper && len(e.Lower) == 0) {
-		return -1, -1, false, nil
-	}
-	u.renameMu.RLock()
-	err = u.CopyUpMeta(e)
-	u.renameMu.RUnlock()
-	if err != nil || !e.MetaCopy {
-		return -1, -1, false, err
-	}
-	rfd, err = u.Open(e, unix.O_RDONLY)
-	if err != nil {
-		return -1, -1, false, err
-	}
-	wfd, err = u.upper.Open(e.Path, flags&^(unix.O_CREAT|unix.O_EXCL|unix.O_NOCTTY), 0)
-	if err != nil {
-		unix.Close(rfd)
-		return -1, -1, false, err
-	}
-	return wfd, rfd, true, nil
-}
-
 // CopyUpData copies up e's data if it is not in upper yet.
 func (u *Union) CopyUpData(e *Entry) error {
 	u.renameMu.RLock()

@@ -46,7 +46,7 @@ func Offline(cfg Config) (*Union, error) {
 		u.lowers = append(u.lowers, ll)
 		all = append(all, ll)
 	}
-	u.indexDevs(all...)
+	u.numberDevs(all...)
 	if cfg.Work != "" {
 		// Lower files with several names may read through the index.
 		if wd, err := layer.Open(cfg.Work); err == nil {
@@ -117,8 +117,3 @@ func (u *Union) Config() Config { return u.cfg }
 // Visible returns the layer and the path in it of e's visible object: the
 // upper object if there is one, else the topmost lower one.
 func (u *Union) Visible(e *Entry) (*layer.Layer, string) { return u.top(e) }
-
-// CopyData copies size bytes of regular file in to out the way copy-up
-// does: by cloning extents where the filesystem can, else over the data
-// segments only, so holes stay holes. out ends up size bytes long.
-func CopyData(out, in int, size int64) error { return copyData(out, in, size, true) }

@@ -1,7 +1,6 @@
 package union
 
 import (
-	"errors"
 	"fmt"
 
 	"golang.org/x/sys/unix"
@@ -96,42 +95,4 @@ func (u *Union) removeEntry(parent *Entry, name string, e *Entry, dir bool) erro
 	}
 	// The old upper directory, now in workdir/work, holds only whiteouts.
 	return u.work.RemoveAll(tmp)
-}
-
-// lowerPositive reports whether a lower layer of parent shows something at
-// name (so removing or renaming it away needs a whiteout).
-func (u *Union) lowerPositive(parent *Entry, name string) (bool, error) {
-	if len(parent.Lower) == 0 {
-		return false, nil
-	}
-	below := *parent
-	below.Upper = false
-	_, _, err := u.Lookup(&below, name)
-	if errors.Is(err, unix.ENOENT) {
-		return false, nil
-	}
-	return err == nil, err
-}
-
-// clearWhiteouts removes the whiteouts in upper directory p, which must hold
-// nothing else (ENOTEMPTY otherwise).
-func (u *Union) clearWhiteouts(p string) error {
-	ents, err := u.upper.ReadDir(p)
-	if err != nil {
-		return err
-	}
-	for _, d := range ents {
-		rel := layer.Join(p, d.Name)
-		st, err := u.upper.Lstat(rel)
-		if err != nil {
-			return err
-		}
-		if !layer.IsWhiteout(&st) {
-			return unix.ENOTEMPTY
-		}
-		if err := u.upper.Unlink(rel); err != nil {
-			return err
-		}
-	}
-	return nil
 }

@@ -1,43 +1,3 @@
-// Package union is the union engine: it layers one writable upper directory
-// over read-only lower directories and answers every question about the
-// merged tree. It knows nothing of FUSE; the fusefs package translates kernel
-// requests into calls on a *Union.
-//
-// Map of the package:
-//
-//   - union.go: Config, New (start-up checks, workdir lock), inode numbers.
-//   - lookup.go: Entry (the union stack of one path) and Lookup, which walks
-//     the stack top down honouring whiteouts, opaque and redirected dirs.
-//   - readdir.go: merged directory listings.
-//   - copyup.go: copy-up of files, directories, symlinks and special files:
-//     regular files built as unnamed files (O_TMPFILE) in their upper
-//     directory and linked when complete, the rest built in workdir/work
-//     and renamed into place.
-//   - metacopy.go: metadata-only copy-up, and completing it with the data.
-//   - create.go, remove.go, rename.go: namespace changes with whiteouts.
-//   - attr.go: attributes and extended attributes.
-//   - index.go: lower files with several names stay one inode after
-//     copy-up (an index of upper inodes by lower origin).
-//
-// Paths given to the engine are union paths: relative, slash-separated, ""
-// for the root. A union path is also the object's path in the upper layer;
-// lower paths can differ because of redirected directories, so an Entry
-// carries its own lower paths.
-//
-// Lock order, outermost first:
-//
-//  1. Union.renameMu: Rename holds it for writing; every other namespace
-//     change and every copy-up caller holds it for reading. Never taken
-//     twice by one goroutine (a waiting writer would deadlock it).
-//  2. copyLocks, by key: a union path (copy-up of that path; a parent's is
-//     taken and released before a child's), or "\x00index/KEY" (an indexed
-//     inode: its copy-up and link count).
-//  3. subdirsMu, devMu, and each Layer's directory-cache mutex: leaves, held
-//     for map operations only.
-//
-// The FUSE adapter's locks (fusefs.Node.mu, then fileHandle.mu) are held
-// across no engine call but leaf-only lookups (see fusefs). No lock is held
-// while waiting for the kernel's FUSE requests.
 package union
 
 import (
@@ -95,7 +55,7 @@ type Union struct {
 	lock int
 
 	devMu sync.Mutex
-	devs  map[uint64]uint64 // st_dev -> small fs index for inode numbers
+	devs  map[uint64]uint64 // st_dev -> its number in inode numbers (see ino.go)
 
 	subdirsMu  sync.Mutex
 	subdirs    map[string]int // merged directory path -> subdirectories (see SubdirCount)
@@ -202,7 +162,7 @@ func (u *Union) open() error {
 		u.lowers = append(u.lowers, ll)
 	}
 	if cfg.Upper == "" {
-		u.indexDevs(u.lowers...)
+		u.numberDevs(u.lowers...)
 		return nil
 	}
 	up, err := layer.Open(cfg.Upper)
@@ -237,7 +197,7 @@ func (u *Union) open() error {
 	if err := u.openWork(wd); err != nil {
 		return err
 	}
-	u.indexDevs(append([]*layer.Layer{u.upper}, u.lowers...)...)
+	u.numberDevs(append([]*layer.Layer{u.upper}, u.lowers...)...)
 	return nil
 }
 
@@ -360,44 +320,6 @@ func (u *Union) Statfs() (unix.Statfs_t, error) {
 	return u.lowers[0].Statfs()
 }
 
-// indexDevs gives each layer's device a small number, upper first, so that inode
-// numbers are the same at every mount of the same layers.
-func (u *Union) indexDevs(ls ...*layer.Layer) {
-	for _, l := range ls {
-		u.fsIndex(l.Dev)
-	}
-}
-
-func (u *Union) fsIndex(dev uint64) uint64 {
-	u.devMu.Lock()
-	defer u.devMu.Unlock()
-	i, ok := u.devs[dev]
-	if !ok {
-		i = uint64(len(u.devs))
-		u.devs[dev] = i
-	}
-	return i
-}
-
-// inoBits is how many low bits of an inode number are the real inode number;
-// the bits above say which filesystem it came from (as kernel overlayfs xino).
-const inoBits = 56
-
-// Ino is the union inode number of real object (dev, ino).
-func (u *Union) Ino(dev, ino uint64) uint64 {
-	fs := u.fsIndex(dev)
-	if ino>>inoBits != 0 {
-		// Too wide to tag: fold the high bits in.
-		ino = (ino ^ ino>>inoBits) & (1<<inoBits - 1)
-	}
-	n := fs<<inoBits | ino
-	if n <= 1 {
-		// 0 and 1 are reserved by FUSE and go-fuse.
-		n |= 1 << 63
-	}
-	return n
-}
-
 // tempName returns a fresh name for a temporary in workdir/work.
 func (u *Union) tempName() string {
 	return fmt.Sprintf("#%x", u.tmpSeq.Add(1))
@@ -409,39 +331,4 @@ func unwrapPathErr(err error) error {
 		return pe.Err
 	}
 	return err
-}
-
-// keyedMutex serialises work on one key (a union path) at a time.
-type keyedMutex struct {
-	mu    sync.Mutex
-	locks map[string]*keyedEntry
-}
-
-type keyedEntry struct {
-	mu   sync.Mutex
-	refs int
-}
-
-func (k *keyedMutex) lock(key string) func() {
-	k.mu.Lock()
-	if k.locks == nil {
-		k.locks = map[string]*keyedEntry{}
-	}
-	e := k.locks[key]
-	if e == nil {
-		e = &keyedEntry{}
-		k.locks[key] = e
-	}
-	e.refs++
-	k.mu.Unlock()
-	e.mu.Lock()
-	return func() {
-		e.mu.Unlock()
-		k.mu.Lock()
-		e.refs--
-		if e.refs == 0 {
-			delete(k.locks, key)
-		}
-		k.mu.Unlock()
-	}
 }

@@ -1,6 +1,7 @@
 package layer
 
 import (
+	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -85,3 +86,26 @@ func WhiteoutTarget(name string) (string, bool) {
 // IsOpaqueValue reports whether an opaque xattr value makes a directory
 // opaque ("y"); "x" only says the directory may hold xattr whiteouts.
 func IsOpaqueValue(v string) bool { return v == "y" }
+
+// Metacopy marks an upper regular file whose data is still in a lower layer:
+// a metadata-only copy-up (chmod, chown, utimes, xattrs of a lower file).
+// The format is kernel overlayfs's (-o metacopy=on): an empty value, the
+// upper file sparse at the lower file's size; an overlay.redirect on the
+// file, if any, names the lower data file by absolute path.
+const Metacopy = "metacopy"
+
+// OriginValue is what the Origin xattr holds for lower object (dev, ino).
+func OriginValue(dev, ino uint64) string {
+	return strconv.FormatUint(dev, 16) + ":" + strconv.FormatUint(ino, 16)
+}
+
+// ParseOrigin reads an Origin xattr value; ok is false if it is malformed.
+func ParseOrigin(v string) (dev, ino uint64, ok bool) {
+	d, i, ok := strings.Cut(v, ":")
+	if !ok {
+		return 0, 0, false
+	}
+	dev, err1 := strconv.ParseUint(d, 16, 64)
+	ino, err2 := strconv.ParseUint(i, 16, 64)
+	return dev, ino, err1 == nil && err2 == nil
+}

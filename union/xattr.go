@@ -1,0 +1,96 @@
+package union
+
+import (
+	"errors"
+
+	"github.com/unionmount/unionmount/internal/layer"
+	"golang.org/x/sys/unix"
+)
+
+// Getxattr reads xattr name of e; overlay's own attributes do not exist for
+// users.
+func (u *Union) Getxattr(e *Entry, name string, dest []byte) (int, error) {
+	if u.format.IsPrivate(name) || noXattrs(e) {
+		return 0, unix.ENODATA
+	}
+	l, p := u.top(e)
+	return l.Getxattr(p, name, dest)
+}
+
+// noXattrs reports whether e's visible object is known to have no xattrs
+// but overlay's own.
+func noXattrs(e *Entry) bool { return e.Upper && e.NoXattrs && e.Index == "" && !e.IsDir() }
+
+// Listxattr lists e's xattr names, without overlay's own.
+func (u *Union) Listxattr(e *Entry) ([]string, error) {
+	if noXattrs(e) {
+		return nil, nil
+	}
+	l, p := u.top(e)
+	names, err := l.Listxattr(p)
+	if err != nil {
+		return nil, err
+	}
+	out := names[:0]
+	for _, n := range names {
+		if !u.format.IsPrivate(n) {
+			out = append(out, n)
+		}
+	}
+	return out, nil
+}
+
+// Setxattr sets xattr name of e after copying it up.
+func (u *Union) Setxattr(e *Entry, name string, value []byte, flags int) error {
+	if u.format.IsPrivate(name) {
+		return unix.EPERM
+	}
+	if u.upper == nil {
+		return errReadOnly
+	}
+	u.renameMu.RLock()
+	err := u.CopyUpMeta(e)
+	u.renameMu.RUnlock()
+	if err != nil {
+		return err
+	}
+	e.NoXattrs = false
+	obj, err := u.upperObject(e.Path, e.Mode)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(obj)
+	return unix.Setxattr(layer.ProcFd(obj), name, value, flags)
+}
+
+// Removexattr removes xattr name of e, copying it up only if it has it.
+func (u *Union) Removexattr(e *Entry, name string) error {
+	if u.format.IsPrivate(name) {
+		return unix.EPERM
+	}
+	if u.upper == nil {
+		return errReadOnly
+	}
+	if !e.Upper {
+		l, p := u.top(e)
+		if _, err := l.Getxattr(p, name, nil); err != nil {
+			if errors.Is(err, unix.ENODATA) {
+				return unix.ENODATA
+			}
+			return err
+		}
+	}
+	u.renameMu.RLock()
+	err := u.CopyUpMeta(e)
+	u.renameMu.RUnlock()
+	if err != nil {
+		return err
+	}
+	e.NoXattrs = false
+	obj, err := u.upperObject(e.Path, e.Mode)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(obj)
+	return unix.Removexattr(layer.ProcFd(obj), name)
+}
