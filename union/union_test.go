@@ -13,19 +13,14 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/unionmount/unionmount/internal/layer"
+	"github.com/unionmount/unionmount/internal/testreq"
 )
 
 // requireRoot: whiteouts (mknod 0:0) and trusted.* xattrs need root. Under
 // CI a missing privilege is a failure, not a skip.
 func requireRoot(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("engine tests need root (CI=true)")
-	}
-	t.Skip("engine tests need root")
+	testreq.Root(t, "engine tests")
 }
 
 type fixture struct {

@@ -13,12 +13,7 @@ import (
 // except under a default ACL. Compared with kernel overlayfs.
 func TestPosixACLs(t *testing.T) {
 	requireMountable(t)
-	if _, err := exec.LookPath("setfacl"); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("setfacl (package acl) is missing")
-		}
-		t.Skip("setfacl (package acl) is missing")
-	}
+	requireProgram(t, "setfacl", "acl")
 	t.Parallel()
 	mk := func() (lower, upper, work string) {
 		d := t.TempDir()

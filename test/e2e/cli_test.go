@@ -157,7 +157,7 @@ func TestMountFuse3Form(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}
-	h := &mountHandle{dir: mnt, kind: "unionmount", pid: findDaemon(mnt)}
+	h := &mountHandle{dir: mnt, kind: "unionmount", pid: findProcess(binPath, mnt)}
 	register(t, h)
 	if typ := fsType(mnt); typ != "fuse.unionmount" {
 		t.Errorf("mount type %q, want fuse.unionmount", typ)
@@ -171,9 +171,9 @@ func TestMountFuse3Form(t *testing.T) {
 	}
 }
 
-// startForeground runs unionmount -f and waits for the mount to be live.
-// The returned channel yields the daemon's exit error once, then is closed.
-func startForeground(t *testing.T) (*exec.Cmd, chan error, string) {
+// startForeground runs unionmount -f over fresh layers (startDaemon) and
+// returns once the mount is live.
+func startForeground(t *testing.T) *fgDaemon {
 	t.Helper()
 	d := t.TempDir()
 	lower, upper, work, mnt := filepath.Join(d, "lower"), filepath.Join(d, "upper"), filepath.Join(d, "work"), filepath.Join(d, "mnt")
@@ -182,53 +182,34 @@ func startForeground(t *testing.T) (*exec.Cmd, chan error, string) {
 			t.Fatal(err)
 		}
 	}
-	cmd := exec.Command(binPath, "-f", "-o", "lowerdir="+lower+",upperdir="+upper+",workdir="+work, mnt)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+	return startDaemon(t, binPath, mnt, "lowerdir="+lower+",upperdir="+upper+",workdir="+work)
+}
+
+// waitExit waits for d to exit after something ended its mount, and checks
+// that it exited with status 0.
+func waitExit(t *testing.T, d *fgDaemon, after string) {
+	t.Helper()
+	select {
+	case <-d.exited:
+		if d.waitErr != nil {
+			t.Errorf("%s: daemon exited with %v, want 0", after, d.waitErr)
+		}
+	case <-time.After(unmountTimeout):
+		t.Fatalf("%s: daemon still running after %v", after, unmountTimeout)
 	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait(); close(done) }()
-	t.Cleanup(func() {
-		if fsType(mnt) != "" {
-			_ = unix.Unmount(mnt, unix.MNT_DETACH)
-		}
-		if !waitExited(cmd.Process.Pid, unmountTimeout) {
-			_ = cmd.Process.Kill()
-		}
-	})
-	deadline := time.Now().Add(mountTimeout)
-	for fsType(mnt) == "" {
-		select {
-		case err := <-done:
-			t.Fatalf("unionmount -f exited before mounting: %v", err)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("unionmount -f did not mount within %v", mountTimeout)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return cmd, done, mnt
 }
 
 func TestSignalsUnmountCleanly(t *testing.T) {
 	requireMountable(t)
 	t.Parallel()
 	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT} {
-		cmd, done, mnt := startForeground(t)
-		if err := cmd.Process.Signal(sig); err != nil {
+		d := startForeground(t)
+		if err := d.cmd.Process.Signal(sig); err != nil {
 			t.Fatal(err)
 		}
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("%v: daemon exited with %v, want 0", sig, err)
-			}
-		case <-time.After(unmountTimeout):
-			t.Fatalf("%v: daemon still running after %v", sig, unmountTimeout)
-		}
-		if typ := fsType(mnt); typ != "" {
-			t.Errorf("%v: %s still mounted (%s)", sig, mnt, typ)
+		waitExit(t, d, sig.String())
+		if typ := fsType(d.mnt); typ != "" {
+			t.Errorf("%v: %s still mounted (%s)", sig, d.mnt, typ)
 		}
 	}
 }
@@ -236,18 +217,11 @@ func TestSignalsUnmountCleanly(t *testing.T) {
 func TestUmountEndsDaemon(t *testing.T) {
 	requireMountable(t)
 	t.Parallel()
-	_, done, mnt := startForeground(t)
-	if out, err := exec.Command("umount", mnt).CombinedOutput(); err != nil {
+	d := startForeground(t)
+	if out, err := exec.Command("umount", d.mnt).CombinedOutput(); err != nil {
 		t.Fatalf("umount: %v: %s", err, out)
 	}
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Errorf("daemon exited with %v after umount, want 0", err)
-		}
-	case <-time.After(unmountTimeout):
-		t.Fatalf("daemon still running %v after umount", unmountTimeout)
-	}
+	waitExit(t, d, "umount")
 }
 
 // TestOtherUsersSeeModeBits runs commands as uid 65534 against a root

@@ -124,7 +124,7 @@ type difftestRun struct {
 }
 
 // TestDifferentialRandom runs generated sequences on kernel overlayfs and
-// unionmount and compares them (see difftest_run_test.go).
+// unionmount and compares them (see harness_difftest_run.go).
 func TestDifferentialRandom(t *testing.T) {
 	requireMountable(t)
 	cfg := difftestConfigFromEnv(t)

@@ -5,8 +5,27 @@
 // Most tests are differential: the same layers are mounted once with kernel
 // overlayfs and once with unionmount, the same operations run on both, and
 // the errnos, the merged trees and the upper directories on disk must agree
-// (see sameOnBoth in differential_test.go). The remaining tests check what the
+// (see sameOnBoth in harness_compare.go). The remaining tests check what the
 // kernel does differently on purpose (see SPEC.md §3 and §5).
+//
+// Files named harness*.go hold the harness and no test; *_test.go files hold
+// tests. The harness's parts:
+//
+//   - harness.go: the binary, the requirements (requireMountable,
+//     skipOrFail: with CI=true a missing requirement fails, elsewhere it
+//     skips), and the one way daemons start (launch: mountDetached as users
+//     and Podman run it, startDaemon in the foreground); mountUnion,
+//     mountKernel, unmount.
+//   - harness_layers.go: layers built from entries (File, Dir, Whiteout...).
+//   - harness_snapshot.go: a merged tree as data, and diffs of trees.
+//   - harness_compare.go: the differential runner for hand-written cases
+//     (sameOnBoth) and its operations; harness_checks.go: checks of an upper.
+//   - harness_difftest_*.go: the generated-sequence tester (gen, run, shrink)
+//     against kernel overlayfs and ext4.
+//   - harness_reliability.go, harness_model.go: foreground daemons, scratch
+//     filesystems, the crash model; harness_overlays.go: kernel overlayfs,
+//     unionmount and fuse-overlayfs side by side; harness_tools.go: the
+//     layer tools; harness_dirents.go: raw getdents.
 //
 // Running them needs root, /dev/fuse, fusermount3 (Debian package fuse3)
 // and kernel overlayfs:

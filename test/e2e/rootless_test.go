@@ -274,29 +274,8 @@ func mountAsUser(t *testing.T, bin string, s *stack) string {
 	if err := os.Chown(mnt, rootlessUID, rootlessGID); err != nil {
 		t.Fatal(err)
 	}
-	h := &mountHandle{dir: mnt, kind: filepath.Base(bin), logPath: filepath.Join(filepath.Dir(mnt), filepath.Base(bin)+".log")}
-	logf, err := os.Create(h.logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logf.Close()
-	opts := unionOptions(s.lowers, s.upper, s.work, nil)
-	cmd := exec.Command(bin, "-o", opts, mnt)
-	cmd.Dir = "/"
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=/nonexistent"}
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: rootlessUID, Gid: rootlessGID}}
-	if err := runWithTimeout(cmd, mountTimeout); err != nil {
-		if fsType(mnt) != "" {
-			_ = unix.Unmount(mnt, unix.MNT_DETACH)
-		}
-		t.Fatalf("as uid %d: %s -o %s %s: %v\n%s", rootlessUID, bin, opts, mnt, err, readLog(h.logPath))
-	}
-	if typ := fsType(mnt); !strings.HasPrefix(typ, "fuse") {
-		t.Fatalf("as uid %d: %s exited 0 but %s is not a FUSE mount (type %q)\n%s", rootlessUID, bin, mnt, typ, readLog(h.logPath))
-	}
-	h.pid = findProcess(bin, mnt)
-	register(t, h)
+	mountDetached(t, launch{bin: bin, opts: unionOptions(s.lowers, s.upper, s.work, nil), mnt: mnt,
+		user: &syscall.Credential{Uid: rootlessUID, Gid: rootlessGID}})
 	return mnt
 }
 

@@ -86,26 +86,7 @@ func mountFuseOverlayfs(t *testing.T, lowers []string, upper, work string, extra
 	if err := os.Mkdir(mnt, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	h := &mountHandle{dir: mnt, kind: string(kindFuseOverlayfs), logPath: filepath.Join(filepath.Dir(mnt), "fuse-overlayfs.log")}
-	opts := unionOptions(lowers, upper, work, extraOpts)
-	logf, err := os.Create(h.logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logf.Close()
-	cmd := exec.Command(prog, "-o", opts, mnt)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := runWithTimeout(cmd, mountTimeout); err != nil {
-		if fsType(mnt) != "" {
-			_ = unix.Unmount(mnt, unix.MNT_DETACH)
-		}
-		t.Fatalf("fuse-overlayfs -o %s %s: %v\n%s", opts, mnt, err, readLog(h.logPath))
-	}
-	if typ := fsType(mnt); !strings.HasPrefix(typ, "fuse") {
-		t.Fatalf("fuse-overlayfs exited 0 but %s is not a FUSE mount (type %q)", mnt, typ)
-	}
-	h.pid = findProcess(prog, mnt)
-	register(t, h)
+	mountDetached(t, launch{bin: prog, opts: unionOptions(lowers, upper, work, extraOpts), mnt: mnt})
 	return mnt
 }
 

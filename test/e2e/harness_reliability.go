@@ -52,15 +52,13 @@ func startDaemon(t *testing.T, bin, mnt, opts string, env ...string) *fgDaemon {
 func tryStartDaemon(t *testing.T, bin, mnt, opts string, env ...string) (*fgDaemon, error) {
 	t.Helper()
 	d := &fgDaemon{t: t, bin: bin, mnt: mnt, opts: opts, exited: make(chan struct{})}
-	d.logPath = filepath.Join(t.TempDir(), "daemon.log")
-	logf, err := os.Create(d.logPath)
+	l := launch{bin: bin, opts: opts, mnt: mnt, env: env, logPath: filepath.Join(t.TempDir(), "daemon.log")}
+	cmd, logf, err := l.command(true)
 	if err != nil {
 		return nil, err
 	}
 	defer logf.Close()
-	d.cmd = exec.Command(bin, "-f", "-o", opts, mnt)
-	d.cmd.Stdout, d.cmd.Stderr = logf, logf
-	d.cmd.Env = append(os.Environ(), env...)
+	d.cmd, d.logPath = cmd, l.logPath
 	if err := d.cmd.Start(); err != nil {
 		return nil, err
 	}
@@ -283,14 +281,6 @@ func mountImage(t *testing.T, size int64, fstype string, mkfs ...string) string 
 	}
 	t.Cleanup(func() { unmountScratch(t, dir) })
 	return dir
-}
-
-func skipOrFail(t *testing.T, why string) {
-	t.Helper()
-	if os.Getenv("CI") == "true" {
-		t.Fatal(why)
-	}
-	t.Skip(why)
 }
 
 // guardLowers fingerprints dirs (contents, modes, owners, xattrs, times,

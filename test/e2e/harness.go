@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -19,6 +18,7 @@ import (
 	"time"
 
 	"github.com/unionmount/unionmount/internal/mountinfo"
+	"github.com/unionmount/unionmount/internal/testreq"
 	"golang.org/x/sys/unix"
 )
 
@@ -36,12 +36,6 @@ const (
 	mountTimeout   = 30 * time.Second // for the command to report a live mount
 	unmountTimeout = 15 * time.Second // for the daemon to exit after unmount
 )
-
-func TestMain(m *testing.M) {
-	// Modes of new objects must not depend on the caller's umask.
-	syscall.Umask(022)
-	os.Exit(runMain(m))
-}
 
 func runMain(m *testing.M) int {
 	flag.Parse()
@@ -110,15 +104,19 @@ func requireMountable(t *testing.T) {
 		mountableReason = mountabilityProblem()
 	})
 	if mountableReason != "" {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("cannot run e2e tests (CI=true, so this is a failure, not a skip): %s", mountableReason)
-		}
-		t.Skipf("cannot run e2e tests: %s", mountableReason)
+		skipOrFail(t, "cannot run e2e tests: "+mountableReason)
 	}
 	if buildErr != nil {
 		t.Fatalf("unionmount binary: %v", buildErr)
 	}
 }
+
+// skipOrFail and requireProgram: the suite's rule for a missing
+// requirement (package testreq: a failure with CI=true, else a skip).
+var (
+	skipOrFail     = testreq.SkipOrFail
+	requireProgram = testreq.Program
+)
 
 // trackInputs tells go test's result cache what the results depend on
 // beyond this package: the environment switches and every source file of
@@ -216,43 +214,86 @@ func mountUnion(t *testing.T, lowers []string, upper, work string, extraOpts ...
 	if err := os.Mkdir(mnt, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	h := &mountHandle{dir: mnt, kind: "unionmount", logPath: filepath.Join(filepath.Dir(mnt), "unionmount.log")}
-	opts := unionOptions(lowers, upper, work, extraOpts)
-	logf, err := os.Create(h.logPath)
+	mountDetached(t, launch{opts: unionOptions(lowers, upper, work, extraOpts), mnt: mnt})
+	return mnt
+}
+
+// launch says how to start one FUSE daemon: the unionmount under test, or
+// another program with its command line (fuse-overlayfs). Every test starts
+// its daemons through it, detached (mountDetached, as users and Podman run
+// it) or in the foreground (startDaemon: the test owns the process).
+type launch struct {
+	bin       string // the program; "" for the unionmount under test
+	opts, mnt string // its -o options and mount point
+	env       []string
+	// user runs the daemon as another user, with an environment of PATH
+	// and HOME=/nonexistent (plus env) and "/" as its working directory.
+	user *syscall.Credential
+	dir  string // working directory, if not the test's
+	// logPath receives the daemon's output; "" for one beside mnt.
+	logPath string
+}
+
+// command is l's command line; foreground adds -f. Output goes to a file,
+// not a pipe: a detached daemon inherits it and a pipe would keep Wait from
+// returning. The caller closes the returned log file once the command has
+// started.
+func (l *launch) command(foreground bool) (*exec.Cmd, *os.File, error) {
+	if l.bin == "" {
+		l.bin = binPath
+	}
+	if l.logPath == "" {
+		l.logPath = filepath.Join(filepath.Dir(l.mnt), filepath.Base(l.bin)+".log")
+	}
+	logf, err := os.Create(l.logPath)
+	if err != nil {
+		return nil, nil, err
+	}
+	args := []string{"-o", l.opts, l.mnt}
+	if foreground {
+		args = append([]string{"-f"}, args...)
+	}
+	cmd := exec.Command(l.bin, args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.Dir = l.dir
+	cmd.Env = append(os.Environ(), l.env...)
+	if l.user != nil {
+		cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=/nonexistent"}, l.env...)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: l.user}
+		if cmd.Dir == "" {
+			cmd.Dir = "/"
+		}
+	}
+	return cmd, logf, nil
+}
+
+// mountDetached runs l the way users and Podman do: the command returns
+// once the mount is live. The mount is registered with the harness, which
+// unmounts it in t.Cleanup and waits for the daemon to exit. It returns
+// the daemon's pid.
+func mountDetached(t *testing.T, l launch) int {
+	t.Helper()
+	cmd, logf, err := l.command(false)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer logf.Close()
-	// Output goes to a file, not a pipe: the detached daemon inherits it and
-	// a pipe would keep Wait from returning.
-	cmd := exec.Command(binPath, "-o", opts, mnt)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+	who := ""
+	if l.user != nil {
+		who = fmt.Sprintf("as uid %d: ", l.user.Uid)
 	}
-	waited := make(chan error, 1)
-	go func() { waited <- cmd.Wait() }()
-	select {
-	case err = <-waited:
-	case <-time.After(mountTimeout):
-		_ = cmd.Process.Kill()
-		<-waited
-		_ = unix.Unmount(mnt, unix.MNT_DETACH)
-		t.Fatalf("unionmount -o %s %s did not return within %v\n%s", opts, mnt, mountTimeout, readLog(h.logPath))
-	}
-	if err != nil {
-		if fsType(mnt) != "" {
-			_ = unix.Unmount(mnt, unix.MNT_DETACH)
+	if err := runWithTimeout(cmd, mountTimeout); err != nil {
+		if fsType(l.mnt) != "" {
+			_ = unix.Unmount(l.mnt, unix.MNT_DETACH)
 		}
-		t.Fatalf("unionmount -o %s %s: %v\n%s", opts, mnt, err, readLog(h.logPath))
+		t.Fatalf("%s%s -o %s %s: %v\n%s", who, l.bin, l.opts, l.mnt, err, readLog(l.logPath))
 	}
-	typ := fsType(mnt)
-	if !strings.HasPrefix(typ, "fuse") {
-		t.Fatalf("unionmount exited 0 but %s is not a live FUSE mount (type %q)\n%s", mnt, typ, readLog(h.logPath))
+	if typ := fsType(l.mnt); !strings.HasPrefix(typ, "fuse") {
+		t.Fatalf("%s%s exited 0 but %s is not a live FUSE mount (type %q)\n%s", who, l.bin, l.mnt, typ, readLog(l.logPath))
 	}
-	h.pid = findDaemon(mnt)
+	h := &mountHandle{dir: l.mnt, kind: filepath.Base(l.bin), logPath: l.logPath, pid: findProcess(l.bin, l.mnt)}
 	register(t, h)
-	return mnt
+	return h.pid
 }
 
 // mountKernel mounts kernel overlayfs with the harness's defaults
@@ -434,35 +475,6 @@ func readLog(path string) string {
 func fsType(dir string) string {
 	typ, _ := mountinfo.FsType(dir)
 	return typ
-}
-
-// findDaemon finds the process of our binary serving mnt: its executable is
-// binPath and mnt is one of its arguments. 0 if there is none.
-func findDaemon(mnt string) int {
-	ents, err := os.ReadDir("/proc")
-	if err != nil {
-		return 0
-	}
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
-		if err != nil || strings.TrimSuffix(exe, " (deleted)") != binPath {
-			continue
-		}
-		cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-		if err != nil {
-			continue
-		}
-		for _, arg := range strings.Split(string(cmdline), "\x00") {
-			if arg == mnt {
-				return pid
-			}
-		}
-	}
-	return 0
 }
 
 // waitExited polls until pid is gone or a zombie, or the deadline passes.

@@ -5,9 +5,9 @@ package e2e
 //
 // A seqCase is a stack of generated layers (lowers, optionally a pre-filled
 // upper) and a list of genOps. It is plain data, so that it can be shrunk
-// (difftest_shrink_test.go) and printed as a Go test, and it is a pure
+// (harness_difftest_shrink.go) and printed as a Go test, and it is a pure
 // function of the seed (no mount is needed to generate it), so that a seed
-// alone reproduces a run. difftest_run_test.go runs it on kernel overlayfs
+// alone reproduces a run. harness_difftest_run.go runs it on kernel overlayfs
 // and on unionmount side by side.
 
 import (
