@@ -70,6 +70,7 @@ type openFiles struct {
 var (
 	_ = (fs.NodeLookuper)((*Node)(nil))
 	_ = (fs.NodeGetattrer)((*Node)(nil))
+	_ = (fs.NodeStatxer)((*Node)(nil))
 	_ = (fs.NodeSetattrer)((*Node)(nil))
 	_ = (fs.NodeOpener)((*Node)(nil))
 	_ = (fs.NodeCreater)((*Node)(nil))
@@ -138,10 +139,15 @@ func dataUpper(e *union.Entry) bool { return e.Upper && !e.MetaCopy }
 
 // save keeps what an engine call learnt about the node. When the node's
 // data has just been copied up, its open read-only lower files switch to
-// the copy.
-func (n *Node) save(e *union.Entry) {
+// the copy. It reports whether the node's real object changed (a copy-up
+// of the object or of its data makes a new one).
+//
+// The kernel keeps the birth time it was last told until it asks again
+// (statx): a new real object has a new one, so it is told to ask.
+func (n *Node) save(e *union.Entry) (replaced bool) {
 	n.mu.Lock()
 	copiedUp := dataUpper(e) && !n.e.dataUpper()
+	replaced = copiedUp || (e.Upper && !n.e.upper)
 	n.e.save(e)
 	var files []*fileHandle
 	if copiedUp && n.files != nil {
@@ -151,6 +157,10 @@ func (n *Node) save(e *union.Entry) {
 		n.files.lower = nil
 	}
 	n.mu.Unlock()
+	if replaced {
+		// Attributes only (offset -1): no page locks, safe inside a request.
+		n.NotifyContent(-1, 0)
+	}
 	for _, f := range files {
 		if f.readFd >= 0 {
 			// Opened for writing on the metadata-only copy: reopen the
@@ -170,6 +180,7 @@ func (n *Node) save(e *union.Entry) {
 		}
 		f.switchTo(fd)
 	}
+	return replaced
 }
 
 // newFile wraps fd, opened on the node's data: with passthrough for data in
@@ -448,6 +459,43 @@ func (n *Node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) 
 	return 0
 }
 
+// Statx is Getattr with the birth time of the real object (statx(2) asks
+// for it; kernel overlayfs reports the real file's).
+func (n *Node) Statx(ctx context.Context, f fs.FileHandle, flags uint32, mask uint32, out *fuse.StatxOut) syscall.Errno {
+	var ao fuse.AttrOut
+	if en := n.Getattr(ctx, f, &ao); en != 0 {
+		return en
+	}
+	a, sx := &ao.Attr, &out.Statx
+	sx.Mask = unix.STATX_BASIC_STATS
+	sx.Ino, sx.Size, sx.Blocks, sx.Blksize = a.Ino, a.Size, a.Blocks, a.Blksize
+	sx.Mode, sx.Nlink, sx.Uid, sx.Gid = uint16(a.Mode), a.Nlink, a.Uid, a.Gid
+	sx.Atime = fuse.SxTime{Sec: a.Atime, Nsec: a.Atimensec}
+	sx.Mtime = fuse.SxTime{Sec: a.Mtime, Nsec: a.Mtimensec}
+	sx.Ctime = fuse.SxTime{Sec: a.Ctime, Nsec: a.Ctimensec}
+	sx.RdevMajor, sx.RdevMinor = unix.Major(uint64(a.Rdev)), unix.Minor(uint64(a.Rdev))
+	if mask&unix.STATX_BTIME == 0 {
+		return 0
+	}
+	var bt unix.StatxTimestamp
+	var ok bool
+	if e, en := n.entry(); en == 0 {
+		bt, ok, _ = n.u.Btime(e)
+	} else if h := n.openFile(f); h != nil {
+		// Unlinked but still open: ask the descriptor.
+		var st unix.Statx_t
+		h.mu.RLock()
+		err := unix.Statx(h.fd, "", unix.AT_EMPTY_PATH, unix.STATX_BTIME, &st)
+		h.mu.RUnlock()
+		bt, ok = st.Btime, err == nil && st.Mask&unix.STATX_BTIME != 0
+	}
+	if ok {
+		sx.Mask |= unix.STATX_BTIME
+		sx.Btime.FromStatxTimestamp(&bt)
+	}
+	return 0
+}
+
 // Setattr changes attributes, copying up first.
 func (n *Node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
 	var a union.SetAttr
@@ -479,7 +527,7 @@ func (n *Node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 		return n.Getattr(ctx, h, out)
 	}
 	err := n.u.SetAttr(e, a)
-	n.save(e)
+	replaced := n.save(e)
 	if err != nil {
 		return errno(err)
 	}
@@ -487,8 +535,11 @@ func (n *Node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 		return en
 	}
 	// go-fuse sets no timeout on a SETATTR reply: without one the kernel
-	// asks again (GETATTR) at the next stat, chown or open.
-	out.SetTimeout(n.attrTimeout)
+	// asks again (GETATTR) at the next stat, chown or open. After a
+	// copy-up it must ask again, for the copy's birth time (see save).
+	if !replaced {
+		out.SetTimeout(n.attrTimeout)
+	}
 	return 0
 }
 

@@ -70,6 +70,18 @@ func (u *Union) Stat(e *Entry) (unix.Stat_t, error) {
 	return st, nil
 }
 
+// Btime returns the birth time of e's visible object, the real file's as
+// kernel overlayfs reports it (a copy's is the time of its copy-up); ok is
+// false where its filesystem keeps none.
+func (u *Union) Btime(e *Entry) (t unix.StatxTimestamp, ok bool, err error) {
+	l, p := u.top(e)
+	sx, err := l.Statx(p, unix.STATX_BTIME)
+	if err != nil {
+		return t, false, err
+	}
+	return sx.Btime, sx.Mask&unix.STATX_BTIME != 0, nil
+}
+
 // SyncDir syncs directory e's upper directory, if it has one.
 func (u *Union) SyncDir(e *Entry) error {
 	if !e.Upper || u.upper == nil {

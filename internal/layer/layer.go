@@ -170,6 +170,16 @@ func (l *Layer) Lstat(rel string) (unix.Stat_t, error) {
 	return st, err
 }
 
+// Statx returns the attributes in mask of rel (statx(2)) without following
+// a final symlink.
+func (l *Layer) Statx(rel string, mask int) (unix.Statx_t, error) {
+	var sx unix.Statx_t
+	err := l.at(rel, func(dirfd int, name string) error {
+		return unix.Statx(dirfd, name, unix.AT_SYMLINK_NOFOLLOW, mask, &sx)
+	})
+	return sx, err
+}
+
 // Exists reports whether rel exists. A missing name, a name too long to
 // exist, or a path through a non-directory or a symlink (never followed) is
 // "no"; other errors are errors.
