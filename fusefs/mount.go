@@ -38,6 +38,10 @@ type mount struct {
 	attrTimeout time.Duration
 	plus        plusPolicy
 	resident    residency
+	// removed are the last attributes (link count 0) of directories that
+	// rmdir or a rename removed while the kernel still holds them, by
+	// *Node (see keepRemoved).
+	removed sync.Map
 }
 
 // Options are the FUSE-side settings of a mount.

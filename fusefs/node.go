@@ -348,6 +348,36 @@ func (n *Node) OnForget() {
 	if n.counted {
 		n.resident.forgot()
 	}
+	if n.IsDir() {
+		n.removed.Delete(n)
+	}
+}
+
+// keepRemoved is called before c, a name of this directory, is removed
+// or replaced. A directory can still be asked for its attributes after
+// that (fstat of a descriptor open on it, the working directory of a
+// process), which then have a link count of 0, as on ext4 and kernel
+// overlayfs (generic/035); the returned function keeps them if the
+// removal was done.
+func (n *Node) keepRemoved(c *fs.Inode) func(err error) {
+	if c == nil || !c.IsDir() {
+		return func(error) {}
+	}
+	cn, ok := c.Operations().(*Node)
+	if !ok {
+		return func(error) {}
+	}
+	e, en := cn.entry()
+	if en != 0 {
+		return func(error) {}
+	}
+	st, err := n.u.Stat(e)
+	return func(removeErr error) {
+		if err == nil && removeErr == nil {
+			st.Nlink = 0
+			n.removed.Store(cn, st)
+		}
+	}
 }
 
 // collides reports whether e, found under another name than old's, is
@@ -438,6 +468,11 @@ func (n *Node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) 
 			return 0
 		}
 		en = errno(err)
+	}
+	if st, ok := n.removed.Load(n); ok {
+		st := st.(unix.Stat_t)
+		fillAttr(&out.Attr, &st)
+		return 0
 	}
 	// Unlinked but still open: ask the descriptor.
 	h := n.openFile(f)
@@ -773,7 +808,10 @@ func (n *Node) Rmdir(ctx context.Context, name string) syscall.Errno {
 	if en != 0 {
 		return en
 	}
-	return errno(n.u.Rmdir(e, name))
+	kept := n.keepRemoved(n.GetChild(name))
+	err := n.u.Rmdir(e, name)
+	kept(err)
+	return errno(err)
 }
 
 // Rename moves name to newName in newParent.
@@ -791,7 +829,13 @@ func (n *Node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 	if en != 0 {
 		return en
 	}
-	if err := n.u.Rename(oe, name, ne, newName, flags); err != nil {
+	kept := func(error) {}
+	if flags&unix.RENAME_EXCHANGE == 0 {
+		kept = np.keepRemoved(replaced)
+	}
+	err := n.u.Rename(oe, name, ne, newName, flags)
+	kept(err)
+	if err != nil {
 		return errno(err)
 	}
 	// The moved objects now live in upper, under their new names: their
