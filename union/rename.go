@@ -148,7 +148,13 @@ func (u *Union) markMovedDir(src, oldParent, newParent *Entry, newBelow bool) er
 	if oldParent.Path == newParent.Path && len(newParent.Lower) > 0 && newParent.Lower[0].Path == dir {
 		redirect = base
 	}
-	if err := u.upper.Setxattr(src.Path, u.format.Name(layer.Redirect), []byte(redirect), 0); err != nil {
+	err := u.upper.Setxattr(src.Path, u.format.Name(layer.Redirect), []byte(redirect), 0)
+	if errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.E2BIG) || errors.Is(err, unix.ERANGE) {
+		// The redirect does not fit in an xattr (a deep lower path): as
+		// kernel overlayfs, EXDEV, so that mv falls back to copying.
+		return unix.EXDEV
+	}
+	if err != nil {
 		return fmt.Errorf("set redirect on %s: %w", src.Path, err)
 	}
 	return nil

@@ -88,18 +88,53 @@ func Clean(p string) (string, error) {
 
 // OpenDir opens the directory at rel with O_PATH, resolved beneath the layer.
 // The caller closes the returned descriptor.
+//
+// A path of PATH_MAX bytes or more, which the kernel refuses in one call,
+// is opened a piece at a time: paths in a union have no length limit, as
+// on ext4 and kernel overlayfs.
 func (l *Layer) OpenDir(rel string) (int, error) {
 	if rel == "" {
 		rel = "."
 	}
-	fd, err := unix.Openat2(l.fd, rel, &unix.OpenHow{
-		Flags:   unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC,
-		Resolve: beneath,
-	})
-	if err != nil {
-		return -1, err
+	dirfd, owned := l.fd, -1
+	defer func() {
+		if owned >= 0 {
+			unix.Close(owned)
+		}
+	}()
+	for len(rel) >= unix.PathMax {
+		cut := strings.LastIndexByte(rel[:unix.PathMax-1], '/')
+		if cut <= 0 {
+			return -1, unix.ENAMETOOLONG
+		}
+		fd, err := openDirBeneath(dirfd, rel[:cut])
+		if err != nil {
+			return -1, err
+		}
+		if owned >= 0 {
+			unix.Close(owned)
+		}
+		dirfd, owned, rel = fd, fd, rel[cut+1:]
 	}
-	return fd, nil
+	return openDirBeneath(dirfd, rel)
+}
+
+// openDirBeneath opens directory rel under dirfd with O_PATH, never
+// leaving it and following no symlink.
+func openDirBeneath(dirfd int, rel string) (int, error) {
+	for {
+		fd, err := unix.Openat2(dirfd, rel, &unix.OpenHow{
+			Flags:   unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC,
+			Resolve: beneath,
+		})
+		if err == unix.EAGAIN {
+			continue // see openBeneath
+		}
+		if err != nil {
+			return -1, err
+		}
+		return fd, nil
+	}
 }
 
 // openFlags are the open(2) flags passed on to openat2, which, unlike

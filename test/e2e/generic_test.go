@@ -5,6 +5,7 @@ package e2e
 // compared with kernel overlayfs on the same lower.
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -131,5 +132,113 @@ func TestFstatOfRemovedDirectory(t *testing.T) {
 				check("rmdir "+d, d, func() error { return unix.Rmdir(filepath.Join(mnt, d)) })
 			}
 		})
+	}
+}
+
+// deepNames are the directory names of a path longer than PATH_MAX: 18
+// names of 250 bytes (4,518 bytes with the slashes).
+func deepNames() []string {
+	var names []string
+	for i := 0; i < 18; i++ {
+		names = append(names, fmt.Sprintf("%02d%s", i, strings.Repeat("d", 248)))
+	}
+	return names
+}
+
+// walkDirs opens the directories names below root one at a time (each
+// call's path is short) and returns the descriptors, root's first; with
+// mkdir it makes them.
+func walkDirs(t *testing.T, root string, names []string, mkdir bool) []int {
+	t.Helper()
+	fd, err := unix.Open(root, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fds := []int{fd}
+	t.Cleanup(func() {
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+	})
+	for i, name := range names {
+		if mkdir {
+			if err := unix.Mkdirat(fd, name, 0o755); err != nil {
+				t.Fatalf("mkdir at depth %d: %v", i, err)
+			}
+		}
+		if fd, err = unix.Openat(fd, name, unix.O_RDONLY|unix.O_DIRECTORY, 0); err != nil {
+			t.Fatalf("open the directory at depth %d (%d bytes): %v", i+1, len(strings.Join(names[:i+1], "/")), err)
+		}
+		fds = append(fds, fd)
+	}
+	return fds
+}
+
+// TestPathsLongerThanPathMax: a file whose path in the union is longer
+// than PATH_MAX (4,523 bytes) can be looked up, read, created, listed and
+// unlinked, as on ext4 and kernel overlayfs; renaming a lower directory that
+// deep to another parent (whose redirect would not fit in an xattr) fails
+// with EXDEV, as on kernel overlayfs, so that mv falls back to copying.
+func TestPathsLongerThanPathMax(t *testing.T) {
+	requireMountable(t)
+	t.Parallel()
+	names := deepNames()
+	var transcripts [2]transcript
+	for i, kind := range []overlayKind{kindKernel, kindUnionmount} {
+		s := newStack(t, stackSpec{lowers: [][]Entry{{}}})
+		fds := walkDirs(t, s.lowers[0], names, true)
+		if err := os.WriteFile(fmt.Sprintf("/proc/self/fd/%d/file", fds[len(fds)-1]), []byte("deep"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		mnt := mountOverlay(t, kind, s.lowers, s.upper, s.work)
+		tr := &transcripts[i]
+		fds = walkDirs(t, mnt, names, false)
+		leaf := fds[len(fds)-1]
+		var st unix.Stat_t
+		err := unix.Fstatat(leaf, "file", &st, unix.AT_SYMLINK_NOFOLLOW)
+		tr.add("stat file: %s size %d", errText(err, mnt), st.Size)
+		if fd, err := unix.Openat(leaf, "file", unix.O_RDONLY, 0); err != nil {
+			tr.errno("open file", err)
+		} else {
+			buf := make([]byte, 16)
+			n, err := unix.Read(fd, buf)
+			tr.add("read file: %q %s", buf[:max(n, 0)], errText(err, mnt))
+			unix.Close(fd)
+		}
+		if fd, err := unix.Openat(leaf, "new", unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL, 0o644); err != nil {
+			tr.errno("create new", err)
+		} else {
+			_, err := unix.Write(fd, []byte("new"))
+			tr.errno("write new", err)
+			unix.Close(fd)
+		}
+		tr.errno("append to file", func() error {
+			fd, err := unix.Openat(leaf, "file", unix.O_WRONLY|unix.O_APPEND, 0)
+			if err == nil {
+				_, err = unix.Write(fd, []byte("+"))
+				unix.Close(fd)
+			}
+			return err
+		}())
+		list, err := os.ReadDir(fmt.Sprintf("/proc/self/fd/%d", leaf))
+		var listed []string
+		for _, de := range list {
+			listed = append(listed, de.Name())
+		}
+		tr.add("readdir: %v %s", listed, errText(err, mnt))
+		tr.errno("unlink file", unix.Unlinkat(leaf, "file", 0))
+		tr.errno("stat file after unlink", unix.Fstatat(leaf, "file", &st, 0))
+		// Within its parent the redirect is a bare name; to another
+		// parent it is the whole lower path, which does not fit.
+		parent := fds[len(fds)-2]
+		tr.errno("rename the deepest directory within its parent", unix.Renameat(parent, names[len(names)-1], parent, "renamed"))
+		tr.errno("rename it to the root", unix.Renameat(parent, "renamed", fds[0], "moved"))
+		tr.errno("the renamed directory is still there", unix.Fstatat(parent, "renamed/new", &st, 0))
+	}
+	kernel, ours := strings.Join(transcripts[0].lines, "\n  "), strings.Join(transcripts[1].lines, "\n  ")
+	if kernel != ours {
+		t.Errorf("unionmount does not behave as kernel overlayfs:\nkernel overlayfs:\n  %s\nunionmount:\n  %s", kernel, ours)
+	} else {
+		t.Logf("as kernel overlayfs:\n  %s", ours)
 	}
 }
