@@ -26,6 +26,9 @@ func (u *Union) Create(parent *Entry, name string, flags int, mode uint32, owner
 		unix.Close(fd)
 		fd = -1
 	}
+	if fd >= 0 {
+		u.keepAtime(fd)
+	}
 	return e, st, fd, err
 }
 
@@ -117,6 +120,7 @@ func (u *Union) Tmpfile(dir *Entry, flags int, mode uint32, owner Owner) (*Entry
 		return nil, st, -1, err
 	}
 	e := &Entry{Mode: unix.S_IFREG, Upper: true, Ino: u.Ino(st.Dev, st.Ino)}
+	u.keepAtime(fd)
 	return e, u.fixStat(e, st), fd, nil
 }
 

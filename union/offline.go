@@ -22,6 +22,7 @@ import (
 // Root, Resolve, Lookup, ReadDir, Stat, Open read-only, Readlink, Getxattr,
 // Listxattr and Walk.
 func Offline(cfg Config) (*Union, error) {
+	cfg.NoAtime = true // a tool's listings are no reader's
 	u := &Union{cfg: cfg, lock: -1, devs: map[uint64]uint64{}, subdirs: map[string]int{}, root: os.Geteuid() == 0}
 	if cfg.UserXattr || !u.root {
 		u.format = layer.Format{Prefix: layer.UserPrefix}

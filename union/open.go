@@ -9,8 +9,32 @@ import (
 
 // Open opens e's visible object. Opening for writing or with O_TRUNC copies
 // it up first (O_TRUNC copies no data); read-only opens never write upper
-// and do not update a lower file's access time.
+// and do not update a lower file's access time (an upper one's follows
+// Config.NoAtime).
 func (u *Union) Open(e *Entry, flags int) (int, error) {
+	fd, err := u.openVisible(e, flags)
+	if err == nil {
+		u.keepAtime(fd)
+	}
+	return fd, err
+}
+
+// keepAtime makes reads through fd, the daemon's or the kernel's (by
+// passthrough), leave the file's access time alone under the noatime
+// option.
+func (u *Union) keepAtime(fd int) {
+	if !u.cfg.NoAtime {
+		return
+	}
+	fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
+	if err == nil && fl&unix.O_NOATIME == 0 {
+		// EPERM (a daemon not root and not the owner) leaves the
+		// upper filesystem's rule, as an open with O_NOATIME would.
+		_, _ = unix.FcntlInt(uintptr(fd), unix.F_SETFL, fl|unix.O_NOATIME)
+	}
+}
+
+func (u *Union) openVisible(e *Entry, flags int) (int, error) {
 	flags &^= unix.O_CREAT | unix.O_EXCL | unix.O_NOCTTY
 	if flags&unix.O_ACCMODE != unix.O_RDONLY || flags&unix.O_TRUNC != 0 {
 		if u.upper == nil {
@@ -150,5 +174,6 @@ func (u *Union) OpenDeferred(e *Entry, flags int) (wfd, rfd int, ok bool, err er
 		unix.Close(rfd)
 		return -1, -1, false, err
 	}
+	u.keepAtime(wfd)
 	return wfd, rfd, true, nil
 }

@@ -37,6 +37,9 @@ func (u *Union) stack(e *Entry) []dirLayer {
 // ReadDir lists directory e: the union of its layers' entries minus
 // whiteouts and whiteout markers, each name once, with inode numbers equal to
 // those Lookup gives. Order: upper's entries, then each lower's new ones.
+//
+// It is a reader's listing: the upper directory's access time is updated
+// as Config.NoAtime and NoDirAtime say.
 func (u *Union) ReadDir(e *Entry) ([]DirEntry, error) {
 	return u.readDir(e, true)
 }
@@ -96,7 +99,11 @@ func (u *Union) readDir(e *Entry, withIno bool) ([]DirEntry, error) {
 	var out []DirEntry
 	seen := map[string]bool{}
 	for _, dl := range u.stack(e) {
-		ents, err := dl.l.ReadDir(dl.path)
+		list := dl.l.ReadDir
+		if withIno && dl.upper && !u.cfg.NoAtime && !u.cfg.NoDirAtime {
+			list = dl.l.ReadDirAccess // a reader's listing (see ReadDir)
+		}
+		ents, err := list(dl.path)
 		if err != nil {
 			return nil, fmt.Errorf("readdir %s in %s: %w", dl.path, dl.l.Root, err)
 		}

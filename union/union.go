@@ -41,6 +41,12 @@ type Config struct {
 	// (kernel overlayfs "volatile"): faster, but a crash may leave an empty
 	// or partial file where a copy-up happened.
 	NoFsync bool
+	// NoAtime and NoDirAtime are the mount options noatime and nodiratime:
+	// reads of files and directories in upper, and listings of
+	// directories, leave their access times alone. Otherwise they update
+	// them as the upper's filesystem does on a read (relatime, usually),
+	// as kernel overlayfs does. Objects in lower layers never change.
+	NoAtime, NoDirAtime bool
 }
 
 // Union is a mounted (or mountable) union of layers.
@@ -155,29 +161,30 @@ func (u *Union) open() error {
 		}
 	}
 	for _, l := range cfg.Lowers {
-		ll, err := layer.Open(l)
+		// Read-only, and no access time ever changes, whoever reads.
+		lls, err := layer.OpenDetached(unix.MOUNT_ATTR_RDONLY|unix.MOUNT_ATTR_NOATIME, l)
+		if err != nil {
+			lls = make([]*layer.Layer, 1)
+			lls[0], err = layer.Open(l)
+		}
 		if err != nil {
 			return fmt.Errorf("lowerdir %q: %w", l, unwrapPathErr(err))
 		}
-		u.lowers = append(u.lowers, ll)
+		u.lowers = append(u.lowers, lls[0])
 	}
 	if cfg.Upper == "" {
 		u.numberDevs(u.lowers...)
 		return nil
 	}
-	up, err := layer.Open(cfg.Upper)
+	up, wd, err := u.openUpper()
 	if err != nil {
-		return fmt.Errorf("upperdir %q: %w", cfg.Upper, unwrapPathErr(err))
+		return err
 	}
 	u.upper = up
+	defer wd.Close()
 	if unix.Access(cfg.Upper, unix.W_OK) != nil {
 		return fmt.Errorf("upperdir %q: not writable", cfg.Upper)
 	}
-	wd, err := layer.Open(cfg.Work)
-	if err != nil {
-		return fmt.Errorf("workdir %q: %w", cfg.Work, unwrapPathErr(err))
-	}
-	defer wd.Close()
 	if wd.Dev != up.Dev {
 		return fmt.Errorf("workdir %q is not on the same filesystem as upperdir %q", cfg.Work, cfg.Upper)
 	}
@@ -199,6 +206,36 @@ func (u *Union) open() error {
 	}
 	u.numberDevs(append([]*layer.Layer{u.upper}, u.lowers...)...)
 	return nil
+}
+
+// openUpper opens the upperdir and the workdir: under the noatime and
+// nodiratime options through a detached clone of their mount with those
+// attributes, so that reads the kernel makes itself (FUSE passthrough)
+// follow them too; where that cannot be done (not root), directly, and
+// the daemon's own reads still leave access times alone (see keepAtime).
+func (u *Union) openUpper() (up, wd *layer.Layer, err error) {
+	var attrs uint64
+	if u.cfg.NoAtime {
+		attrs |= unix.MOUNT_ATTR_NOATIME
+	}
+	if u.cfg.NoDirAtime {
+		attrs |= unix.MOUNT_ATTR_NODIRATIME
+	}
+	if attrs != 0 {
+		if ls, err := layer.OpenDetached(attrs, u.cfg.Upper, u.cfg.Work); err == nil {
+			return ls[0], ls[1], nil
+		}
+	}
+	up, err = layer.Open(u.cfg.Upper)
+	if err != nil {
+		return nil, nil, fmt.Errorf("upperdir %q: %w", u.cfg.Upper, unwrapPathErr(err))
+	}
+	wd, err = layer.Open(u.cfg.Work)
+	if err != nil {
+		up.Close()
+		return nil, nil, fmt.Errorf("workdir %q: %w", u.cfg.Work, unwrapPathErr(err))
+	}
+	return up, wd, nil
 }
 
 // openWork makes workdir/work (kernel overlayfs uses the same name), clears

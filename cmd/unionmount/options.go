@@ -134,6 +134,21 @@ var options = []option{
 			c.mountFlags = append(c.mountFlags, key)
 			return nil
 		}},
+	{name: "relatime", aliases: []string{"noatime", "nodiratime", "diratime", "atime", "strictatime", "norelatime"},
+		help: "access times of objects in upper, as on kernel overlayfs:\nnoatime: reads never update them; nodiratime: those of\ndirectories; otherwise (default) as the upper filesystem's\nrule (strictatime and norelatime too); lower: never",
+		set: func(c *mountConfig, key, _ string) error {
+			switch key {
+			case "noatime":
+				c.union.NoAtime = true
+			case "nodiratime":
+				c.union.NoDirAtime = true
+			case "diratime":
+				c.union.NoDirAtime = false
+			default:
+				c.union.NoAtime = false
+			}
+			return nil
+		}},
 	// fuse-overlayfs's id mapping: refused, not ignored.
 	{name: "uidmapping", aliases: []string{"gidmapping", "squash_to_root", "squash_to_uid", "squash_to_gid"},
 		set: func(_ *mountConfig, key, _ string) error {
@@ -146,8 +161,7 @@ var options = []option{
 // has no meaning here, and fuse-overlayfs's. Options beginning with "x-" are
 // accepted too.
 var ignoredOptions = []string{
-	"rw", "atime", "noatime", "relatime", "norelatime", "strictatime",
-	"nodiratime", "diratime", "lazytime", "nolazytime",
+	"rw", "lazytime", "nolazytime",
 	"sync", "async", "dirsync", "defaults",
 	"auto", "noauto", "user", "nouser", "users", "owner", "group", "nofail", "_netdev",
 	"allow_other", "allow_root", "default_permissions", "auto_unmount", "silent", "loud",
@@ -237,7 +251,7 @@ func optionsUsage() string {
 			head = ""
 		}
 	}
-	b.WriteString("       mount(8)'s other generic options (rw, noatime, x-*, ...) are accepted\n")
+	b.WriteString("       mount(8)'s other generic options (rw, sync, x-*, ...) are accepted\n")
 	return b.String()
 }
 

@@ -13,9 +13,20 @@ type Dirent struct {
 	Type uint8 // DT_* constant
 }
 
-// ReadDir lists directory rel (without "." and "..").
+// ReadDir lists directory rel (without "." and ".."), leaving its access
+// time alone.
 func (l *Layer) ReadDir(rel string) ([]Dirent, error) {
-	fd, err := l.Open(rel, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOATIME, 0)
+	return l.readDir(rel, unix.O_NOATIME)
+}
+
+// ReadDirAccess lists directory rel as a reader does: its access time is
+// updated as the options of the layer's mount say.
+func (l *Layer) ReadDirAccess(rel string) ([]Dirent, error) {
+	return l.readDir(rel, 0)
+}
+
+func (l *Layer) readDir(rel string, flags int) ([]Dirent, error) {
+	fd, err := l.Open(rel, unix.O_RDONLY|unix.O_DIRECTORY|flags, 0)
 	if err != nil {
 		return nil, err
 	}

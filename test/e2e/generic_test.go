@@ -242,3 +242,112 @@ func TestPathsLongerThanPathMax(t *testing.T) {
 		t.Logf("as kernel overlayfs:\n  %s", ours)
 	}
 }
+
+// TestAtimeOptions: reads and listings update the access times of objects
+// in upper as on kernel overlayfs with the same atime option (relatime by
+// default, noatime, nodiratime; generic/003, generic/120); a lower file's
+// never changes.
+func TestAtimeOptions(t *testing.T) {
+	requireMountable(t)
+	t.Parallel()
+	for _, opt := range []string{"", "relatime", "noatime", "nodiratime", "relatime+nodiratime"} {
+		t.Run("opt="+opt, func(t *testing.T) {
+			t.Parallel()
+			var transcripts [2]transcript
+			for i, kind := range []overlayKind{kindKernel, kindUnionmount} {
+				s := newStack(t, stackSpec{lowers: [][]Entry{{File("lower-file", "l"), Dir("lower-dir"), File("lower-dir/x", "x")}}})
+				var opts []string
+				if opt != "" {
+					opts = strings.Split(opt, "+")
+				}
+				mnt := mountOverlay(t, kind, s.lowers, s.upper, s.work, opts...)
+				if err := os.WriteFile(filepath.Join(mnt, "file"), []byte("data"), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.MkdirAll(filepath.Join(mnt, "dir/sub"), 0o755); err != nil {
+					t.Fatal(err)
+				}
+				old := []unix.Timespec{{Sec: 1e9}, {Sec: 1e9}}
+				for _, name := range []string{"file", "dir"} {
+					if err := unix.UtimesNano(filepath.Join(mnt, name), old); err != nil {
+						t.Fatal(err)
+					}
+				}
+				var lowerBefore unix.Stat_t
+				if err := unix.Stat(filepath.Join(s.lowers[0], "lower-file"), &lowerBefore); err != nil {
+					t.Fatal(err)
+				}
+				tr := &transcripts[i]
+				for _, name := range []string{"file", "dir", "lower-file"} {
+					p := filepath.Join(mnt, name)
+					var before, after unix.Stat_t
+					if err := unix.Stat(p, &before); err != nil {
+						t.Fatal(err)
+					}
+					var err error
+					if name == "dir" {
+						_, err = os.ReadDir(p)
+					} else {
+						_, err = os.ReadFile(p)
+					}
+					if err != nil {
+						t.Fatal(err)
+					}
+					if err := unix.Stat(p, &after); err != nil {
+						t.Fatal(err)
+					}
+					tr.add("%s: atime updated %v", name, after.Atim != before.Atim)
+				}
+				var lowerAfter unix.Stat_t
+				if err := unix.Stat(filepath.Join(s.lowers[0], "lower-file"), &lowerAfter); err != nil {
+					t.Fatal(err)
+				}
+				if lowerAfter.Atim != lowerBefore.Atim {
+					t.Errorf("%s: the lower file's access time changed", kind)
+				}
+			}
+			kernel, ours := strings.Join(transcripts[0].lines, "\n  "), strings.Join(transcripts[1].lines, "\n  ")
+			if kernel != ours {
+				t.Errorf("unionmount does not behave as kernel overlayfs:\nkernel overlayfs:\n  %s\nunionmount:\n  %s", kernel, ours)
+			} else {
+				t.Logf("as kernel overlayfs:\n  %s", ours)
+			}
+		})
+	}
+}
+
+// TestLowerAtimeNeverChanges: reading a lower file through a union without
+// upper (where the kernel reads it itself, by passthrough) leaves its
+// access time alone, as on kernel overlayfs; listing a lower directory
+// does too (kernel overlayfs updates it: see the README).
+func TestLowerAtimeNeverChanges(t *testing.T) {
+	requireMountable(t)
+	t.Parallel()
+	for _, kind := range []overlayKind{kindKernel, kindUnionmount} {
+		// Two lowers: kernel overlayfs wants two without an upper.
+		s := newStack(t, stackSpec{noUpper: true, lowers: [][]Entry{{File("f", "data"), Dir("d"), File("d/x", "x")}, {}}})
+		mnt := mountOverlay(t, kind, s.lowers, "", "")
+		var before, after [2]unix.Stat_t
+		for i, name := range []string{"f", "d"} {
+			if err := unix.Stat(filepath.Join(s.lowers[0], name), &before[i]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for range 2 {
+			if _, err := os.ReadFile(filepath.Join(mnt, "f")); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := os.ReadDir(filepath.Join(mnt, "d")); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for i, name := range []string{"f", "d"} {
+			if err := unix.Stat(filepath.Join(s.lowers[0], name), &after[i]); err != nil {
+				t.Fatal(err)
+			}
+			if after[i].Atim != before[i].Atim && (name == "f" || kind == kindUnionmount) {
+				t.Errorf("%s: reading lower %s through a union without upper changed its access time", kind, name)
+			}
+		}
+	}
+}

@@ -308,8 +308,8 @@ func mountKernel(t *testing.T, lowers []string, upper, work string, extraOpts ..
 	var flags uintptr
 	var rest []string
 	for _, o := range extraOpts {
-		if o == "ro" {
-			flags |= unix.MS_RDONLY
+		if f, ok := kernelMountFlags[o]; ok {
+			flags |= f
 			continue
 		}
 		rest = append(rest, o)
@@ -320,6 +320,16 @@ func mountKernel(t *testing.T, lowers []string, upper, work string, extraOpts ..
 	}
 	register(t, &mountHandle{dir: mnt, kind: "kernel"})
 	return mnt
+}
+
+// kernelMountFlags are the options mountKernel passes as mount flags, not
+// in the option string (where overlayfs refuses them).
+var kernelMountFlags = map[string]uintptr{
+	"ro":          unix.MS_RDONLY,
+	"noatime":     unix.MS_NOATIME,
+	"nodiratime":  unix.MS_NODIRATIME,
+	"relatime":    unix.MS_RELATIME,
+	"strictatime": unix.MS_STRICTATIME,
 }
 
 // kernelOptions is the option string for kernel overlayfs. Defaults:
