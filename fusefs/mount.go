@@ -62,6 +62,9 @@ type Options struct {
 	// MountFlags are generic options that become mount flags: dev, nodev,
 	// suid, nosuid, exec, noexec (later ones win).
 	MountFlags []string
+	// NoPassthrough keeps FUSE passthrough off: every read and write of a
+	// file goes through the daemon, as on a mount without CAP_SYS_ADMIN.
+	NoPassthrough bool
 }
 
 // spareProcs adds the spare Ps once per process (see Mount).
@@ -112,6 +115,11 @@ func Mount(u *union.Union, mountpoint string, o Options) (*fuse.Server, error) {
 		opts.MountOptions.Options = append(opts.MountOptions.Options, "ro")
 	}
 	opts.MountOptions.Options = append(opts.MountOptions.Options, o.MountFlags...)
+	if o.NoPassthrough {
+		// Without the capability the first backing-file registration
+		// fails and go-fuse stops offering backing files (as rootless).
+		opts.MountOptions.DisabledCapabilities |= fuse.CAP_PASSTHROUGH
+	}
 	procs := runtime.GOMAXPROCS(0)
 	server, err := fuse.NewServer(&aclUmask{fs.NewNodeFS(root, opts)}, mountpoint, &opts.MountOptions)
 	if err != nil {

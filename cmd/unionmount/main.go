@@ -182,13 +182,14 @@ func serve(c mountConfig, ready func(error)) int {
 	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})))
 	root := unix.Geteuid() == 0
 	server, err := fusefs.Mount(u, c.mountpoint, fusefs.Options{
-		AllowOther: root,
-		ReadOnly:   c.readOnly || u.ReadOnly(),
-		FsName:     c.fsName,
-		Debug:      c.debug,
-		Timeout:    c.timeout,
-		MaxEntries: c.maxEntries,
-		MountFlags: mountFlags(root, c.mountFlags),
+		AllowOther:    root,
+		ReadOnly:      c.readOnly || u.ReadOnly(),
+		FsName:        c.fsName,
+		Debug:         c.debug,
+		Timeout:       c.timeout,
+		MaxEntries:    c.maxEntries,
+		NoPassthrough: c.noPassthrough,
+		MountFlags:    mountFlags(root, c.mountFlags),
 	})
 	if err != nil {
 		return fail(fmt.Errorf("mount %s: %w", c.mountpoint, err))

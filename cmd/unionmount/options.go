@@ -21,7 +21,10 @@ type mountConfig struct {
 	fsName     string
 	timeout    time.Duration
 	maxEntries int
-	mountpoint string
+	// noPassthrough: passthrough=off (the kernel reads and writes upper
+	// files through the daemon, as on a rootless mount).
+	noPassthrough bool
+	mountpoint    string
 	// redirectSet and metacopySet: the options were given explicitly.
 	redirectSet, metacopySet bool
 	// mountFlags are the generic options that become mount flags (dev,
@@ -124,6 +127,8 @@ var options = []option{
 			c.maxEntries = n
 			return nil
 		}},
+	{name: "passthrough", arg: "on|off", help: "the kernel reads and writes upper files itself (FUSE\npassthrough; default on where the kernel allows it: as\nroot, Linux 6.9 or later; off: every read and write goes\nthrough the daemon, as on a rootless mount)",
+		set: onOffOption("passthrough", func(c *mountConfig, on bool) { c.noPassthrough = !on })},
 	{name: "ro", help: "read-only mount; an upperdir is shown as the topmost lower",
 		set: func(c *mountConfig, _, _ string) error { c.readOnly = true; return nil }},
 	{name: "fsname", arg: "NAME", help: "the source shown in /proc/mounts",
