@@ -49,7 +49,7 @@ help:
 	@echo "  torture    SIGKILL the daemon at 300 random moments of copy-up/rename storms, check after each (root; TORTURE_SEED, TORTURE_KILLS, TORTURE_WORKERS)"
 	@echo "  storm      16 workers on shared names for 10 min against a -race daemon (root; STORM_TIME, STORM_WORKERS)"
 	@echo "  tools-bench  time check/diff/export/import/merge on a GOROOT-sized union (root, ~15 s)"
-	@echo "  bench      benchmark vs native, kernel overlayfs, fuse-overlayfs (root, 10-30 min; BENCH_ARGS=-quick|-scale|-pprof|-h)"
+	@echo "  bench      benchmark vs native, kernel overlayfs, fuse-overlayfs, as root and rootless, warm and cold caches, + strace, start-up, Podman (root, 1-2 h; BENCH_ARGS=-quick|-reps N|-scale|-pprof|-h)"
 
 build:
 	$(GO) build -o $(BIN) ./cmd/unionmount
@@ -117,12 +117,18 @@ clean:
 	rm -rf bin
 	rm -f ./unionmount
 
-# Benchmarks (never part of test/CI): every workload on a native copy, kernel
-# overlayfs, fuse-overlayfs and unionmount, fresh upper each run; a markdown
-# report of medians and ratios on stdout and in bench/out/report.md. Needs
-# root. BENCH_ARGS: -quick (smoke run), -reps N, -workloads a,b,
-# -candidates a,b, -scale (10k/100k/1M trees), -pprof [-perf], -cache warm,
-# -keep; `bin/umbench -h` lists them all. See bench/RESULTS.md.
+# Benchmarks (never part of test/CI): every workload on a native copy,
+# kernel overlayfs, fuse-overlayfs and unionmount (as root, with
+# passthrough=off, and both FUSE daemons rootless through fusermount3), fresh
+# upper and daemon each run, warm caches (the headline) and cold; wall and
+# CPU time, FUSE requests per workload, strace of each daemon (system calls
+# per request), mount start-up/teardown, a flat 100k-entry directory, and
+# Podman with each mount program. A markdown report on stdout and in
+# bench/out/report.md. Needs root. BENCH_ARGS: -quick (smoke run, ~15 min),
+# -reps N, -cold-reps N, -cache warm|cold|warm,cold, -workloads a,b,
+# -candidates a,b, -podman=false, -scale (10k/100k/1M trees), -pprof
+# [-perf] (profiles of every missed target), -keep; `bin/umbench -h` lists
+# them all. See bench/RESULTS.md.
 # It runs at nice BENCH_NICE (inherited by the daemons and workloads) so that
 # other jobs on the machine disturb it less.
 BENCH_ARGS ?=

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # bench/deps.sh — install what `make bench` needs, only if missing:
-# fio, git, fuse3 (fusermount3), fuse-overlayfs, util-linux (findmnt), and
-# with --perf also perf (linux-perf). apt-get update runs only when
-# something has to be installed.
+# fio, git, fuse3 (fusermount3), fuse-overlayfs, util-linux (findmnt),
+# strace (system calls per request), Podman with runc and a static busybox
+# (the Podman scenario), and with --perf also perf (linux-perf). apt-get
+# update runs only when something has to be installed.
 set -euo pipefail
 
-want=(fio:fio git:git fusermount3:fuse3 fuse-overlayfs:fuse-overlayfs findmnt:util-linux tar:tar xargs:findutils)
+want=(fio:fio git:git fusermount3:fuse3 fuse-overlayfs:fuse-overlayfs findmnt:util-linux tar:tar xargs:findutils
+	strace:strace podman:podman runc:runc conmon:conmon busybox:busybox-static)
 for arg in "$@"; do
 	case "$arg" in
 	--perf) want+=(perf:linux-perf) ;;

@@ -7,6 +7,7 @@ package e2e
 // check that an upper holds exactly a session's changes.
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -220,6 +221,33 @@ func (tm *timings) table() string {
 		b.WriteByte('\n')
 	}
 	return b.String()
+}
+
+// save writes the timings as JSON to the file E2E_TIMINGS_OUT names, if it
+// names one (for make bench: seconds by step, then by filesystem).
+func (tm *timings) save(t *testing.T) {
+	t.Helper()
+	path := os.Getenv("E2E_TIMINGS_OUT")
+	if path == "" {
+		return
+	}
+	secs := map[string]map[overlayKind]float64{}
+	for s, by := range tm.by {
+		secs[s] = map[overlayKind]float64{}
+		for k, d := range by {
+			secs[s][k] = d.Seconds()
+		}
+	}
+	data, err := json.Marshal(struct {
+		Steps   []string                           `json:"steps"`
+		Seconds map[string]map[overlayKind]float64 `json:"seconds"`
+	}{tm.steps, secs})
+	if err == nil {
+		err = os.WriteFile(path, data, 0o644)
+	}
+	if err != nil {
+		t.Errorf("E2E_TIMINGS_OUT: %v", err)
+	}
 }
 
 // upperContents snapshots an upper directory on disk for comparing two

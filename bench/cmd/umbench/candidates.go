@@ -17,28 +17,73 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// The four candidates, in table order.
+// The candidates, in table order.
 const (
-	candNative = "native"
-	candKernel = "kernel"
-	candFuseOv = "fuse-overlayfs"
-	candUnion  = "unionmount"
+	candNative   = "native"
+	candKernel   = "kernel"
+	candFuseOv   = "fuse-overlayfs"
+	candUnion    = "unionmount"
+	candUnionNPT = "unionmount-nopt"
+	candFuseOvRL = "fuse-overlayfs-rootless"
+	candUnionRL  = "unionmount-rootless"
 )
 
-var allCandidates = []string{candNative, candKernel, candFuseOv, candUnion}
-
-// candidateTitle is the column header of a candidate.
-func candidateTitle(c string) string {
-	switch c {
-	case candNative:
-		return "native copy"
-	case candKernel:
-		return "kernel overlayfs"
-	}
-	return c
+// candidate says how to mount one candidate.
+type candidate struct {
+	name  string
+	title string // column header
+	// daemon is the FUSE daemon's program ("" for native and kernel).
+	daemon string
+	// opts are -o options added to lowerdir, upperdir and workdir.
+	opts string
+	// rootless: the daemon and the workloads run as rootlessUID, the daemon
+	// mounting through fusermount3 (no passthrough, user.* xattrs), the
+	// way test/e2e/rootless_test.go runs it.
+	rootless bool
+	// rival is the candidate it is compared with ("faster than").
+	rival string
 }
 
-func isFuse(c string) bool { return c == candFuseOv || c == candUnion }
+var candidateTable = []candidate{
+	{name: candNative, title: "native copy"},
+	{name: candKernel, title: "kernel overlayfs"},
+	{name: candFuseOv, title: "fuse-overlayfs", daemon: "fuse-overlayfs"},
+	{name: candUnion, title: "unionmount", daemon: "unionmount", rival: candFuseOv},
+	{name: candUnionNPT, title: "unionmount passthrough=off", daemon: "unionmount", opts: "passthrough=off", rival: candFuseOv},
+	{name: candFuseOvRL, title: "fuse-overlayfs rootless", daemon: "fuse-overlayfs", rootless: true},
+	{name: candUnionRL, title: "unionmount rootless", daemon: "unionmount", rootless: true, rival: candFuseOvRL},
+}
+
+var allCandidates = mapSlice(candidateTable, func(c candidate) string { return c.name })
+
+// The rootless user: nobody, as in test/e2e/rootless_test.go (fusermount3
+// needs a name for the uid).
+const rootlessUID, rootlessGID = 65534, 65534
+
+func candidateOf(name string) candidate {
+	for _, c := range candidateTable {
+		if c.name == name {
+			return c
+		}
+	}
+	return candidate{name: name, title: name}
+}
+
+// candidateTitle is the column header of a candidate.
+func candidateTitle(c string) string { return candidateOf(c).title }
+
+func isFuse(c string) bool { return candidateOf(c).daemon != "" }
+
+func isRootless(c string) bool { return candidateOf(c).rootless }
+
+// credential is the user a candidate's daemon and workloads run as (nil:
+// root, the harness's own).
+func credential(c string) *syscall.Credential {
+	if !isRootless(c) {
+		return nil
+	}
+	return &syscall.Credential{Uid: rootlessUID, Gid: rootlessGID}
+}
 
 // instance is one live candidate: a fresh upper over the lower, mounted at
 // the bench mount point (every candidate shows up at the same path, so the
@@ -105,25 +150,41 @@ func setup(cand string, o mountOpts) (*instance, error) {
 		}
 	}
 	opts := "lowerdir=" + o.lower + ",upperdir=" + in.upper + ",workdir=" + work
-	switch cand {
-	case candKernel:
+	cd := candidateOf(cand)
+	if cd.opts != "" {
+		opts += "," + cd.opts
+	}
+	if cd.rootless {
+		for _, d := range []string{in.upper, work, o.mnt} {
+			if err := os.Chown(d, rootlessUID, rootlessGID); err != nil {
+				return nil, err
+			}
+		}
+	}
+	switch cd.daemon {
+	case "":
+		if cand != candKernel {
+			return nil, fmt.Errorf("unknown candidate %q", cand)
+		}
 		if err := unix.Mount("overlay", o.mnt, "overlay", 0, opts); err != nil {
 			return nil, fmt.Errorf("mount -t overlay: %w", err)
 		}
 		in.mounted = true
 		return in, nil
-	case candFuseOv:
+	case "fuse-overlayfs":
 		in.daemon = exec.Command("fuse-overlayfs", "-f", "-o", opts, o.mnt)
-	case candUnion:
+	case "unionmount":
 		in.daemon = exec.Command(o.bin, "-f", "-o", opts, o.mnt)
-	default:
-		return nil, fmt.Errorf("unknown candidate %q", cand)
 	}
 	in.daemonLog = &bytes.Buffer{}
 	in.daemon.Stdout = in.daemonLog
 	in.daemon.Stderr = in.daemonLog
 	in.daemon.Env = append(os.Environ(), o.env...)
-	in.daemon.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	in.daemon.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: credential(cand)}
+	if cd.rootless {
+		in.daemon.Dir = "/"
+		in.daemon.Env = append([]string{"PATH=" + basePath, "HOME=/nonexistent"}, o.env...)
+	}
 	if err := in.daemon.Start(); err != nil {
 		return nil, err
 	}
@@ -252,6 +313,7 @@ func fsTypeAt(dir string) (string, error) {
 
 type mountEntry struct {
 	fstype, source, opts, superOpts string
+	dev                             string // major:minor
 }
 
 // mountAt reads /proc/self/mountinfo for the topmost mount at dir.
@@ -272,7 +334,7 @@ func mountAt(dir string) (mountEntry, error) {
 		}
 		for i := 6; i+1 < len(fields); i++ {
 			if fields[i] == "-" {
-				m = mountEntry{fstype: fields[i+1], opts: fields[5]}
+				m = mountEntry{fstype: fields[i+1], opts: fields[5], dev: fields[2]}
 				if i+2 < len(fields) {
 					m.source = fields[i+2]
 				}

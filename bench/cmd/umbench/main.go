@@ -22,6 +22,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -50,7 +51,15 @@ type config struct {
 	scaleReps  int
 	pprof      bool
 	perf       bool
-	cache      string
+	cache      string   // the regime being run: cold or warm
+	regimes    []string // -cache: the regimes, headline first
+	coldReps   int
+	flatFiles  int
+	count      bool
+	strace     bool
+	startReps  int
+	podman     bool
+	podmanReps int
 	keep       bool
 	timeout    time.Duration
 	quietWait  time.Duration
@@ -66,7 +75,7 @@ type config struct {
 func parseFlags(args []string) (*config, error) {
 	fs := flag.NewFlagSet("umbench", flag.ContinueOnError)
 	c := &config{args: args}
-	var wl, cands, sizes, big, randIO string
+	var wl, cands, sizes, big, randIO, cache string
 	fs.StringVar(&c.repo, "repo", ".", "the unionmount source tree (bin/unionmount is rebuilt there)")
 	fs.StringVar(&c.bin, "bin", "", "use this unionmount binary instead of rebuilding bin/unionmount")
 	fs.StringVar(&c.dir, "dir", "/var/tmp/umbench", "work directory for lowers, uppers and the mount point (removed at the end)")
@@ -81,7 +90,14 @@ func parseFlags(args []string) (*config, error) {
 	fs.IntVar(&c.scaleReps, "scale-reps", 3, "repetitions of each scale walk")
 	fs.BoolVar(&c.pprof, "pprof", false, "profile unionmount's daemon (UNIONMOUNT_CPUPROFILE) on the two workloads furthest from kernel overlayfs")
 	fs.BoolVar(&c.perf, "perf", false, "with -pprof: also record the daemon with perf (kernel side included)")
-	fs.StringVar(&c.cache, "cache", "cold", "cold: sync and drop the page/dentry/inode caches before every timed run; warm: don't")
+	fs.StringVar(&cache, "cache", "warm,cold", "the cache regimes, headline first: warm (the lower read once before; fresh mount and daemon every run), cold (sync and drop the page/dentry/inode caches before every timed run)")
+	fs.IntVar(&c.coldReps, "cold-reps", 0, "repetitions in the cold regime (default -reps)")
+	fs.IntVar(&c.flatFiles, "flat", 100000, "files in the flat lower directory of the flat-ls-* workloads (0: no flat workloads)")
+	fs.BoolVar(&c.count, "count", true, "count each FUSE run's requests by opcode (tracefs event fuse_request_send, filtered to the mount)")
+	fs.BoolVar(&c.strace, "strace", true, "strace -c -f each FUSE daemon on a tar of go/src/net: system calls per request")
+	fs.IntVar(&c.startReps, "startup-reps", 5, "repetitions of the mount start-up and teardown timing (0: none)")
+	fs.BoolVar(&c.podman, "podman", true, "run Podman's build/run/commit scenario with each mount program (test/e2e TestPodmanMountProgram)")
+	fs.IntVar(&c.podmanReps, "podman-reps", 1, "repetitions of the Podman scenario")
 	fs.BoolVar(&c.keep, "keep", false, "keep the generated lower and scale trees in -dir for the next run")
 	fs.DurationVar(&c.timeout, "timeout", 15*time.Minute, "limit for one timed run")
 	fs.DurationVar(&c.quietWait, "quiet-wait", 20*time.Second, "before each timed run, wait up to this long for other processes to leave the CPUs idle (<20% busy)")
@@ -112,6 +128,8 @@ func parseFlags(args []string) (*config, error) {
 		def("scale-sizes", func() { sizes = "10k" })
 		def("scale-flat", func() { c.scaleFlat = 10000 })
 		def("scale-reps", func() { c.scaleReps = 1 })
+		def("flat", func() { c.flatFiles = 10000 })
+		def("startup-reps", func() { c.startReps = 2 })
 		c.exclude = []string{"test", "src/cmd"}
 	}
 	var err error
@@ -128,11 +146,21 @@ func parseFlags(args []string) (*config, error) {
 		}
 		c.scaleSizes = append(c.scaleSizes, n)
 	}
-	if c.cache != "cold" && c.cache != "warm" {
-		return nil, fmt.Errorf("-cache must be cold or warm")
+	c.regimes = splitList(cache)
+	for _, r := range c.regimes {
+		if r != "cold" && r != "warm" {
+			return nil, fmt.Errorf("-cache %q: want warm, cold or both (warm,cold)", cache)
+		}
 	}
-	if c.reps < 1 || c.scaleReps < 1 {
-		return nil, fmt.Errorf("-reps and -scale-reps must be at least 1")
+	if len(c.regimes) == 0 {
+		return nil, fmt.Errorf("-cache: no regime")
+	}
+	c.cache = c.regimes[0]
+	if c.reps < 1 || c.scaleReps < 1 || c.podmanReps < 1 {
+		return nil, fmt.Errorf("-reps, -scale-reps and -podman-reps must be at least 1")
+	}
+	if c.coldReps <= 0 {
+		c.coldReps = c.reps
 	}
 	all := workloads(c)
 	if *list {
@@ -150,7 +178,7 @@ func parseFlags(args []string) (*config, error) {
 	c.candidates = splitList(cands)
 	for _, x := range c.candidates {
 		if !slices.Contains(allCandidates, x) {
-			return nil, fmt.Errorf("unknown candidate %q (native, kernel, fuse-overlayfs, unionmount)", x)
+			return nil, fmt.Errorf("unknown candidate %q (%s)", x, strings.Join(allCandidates, ", "))
 		}
 	}
 	if len(c.candidates) == 0 {
@@ -215,6 +243,7 @@ func parseCount(s string) (int, error) {
 
 // sample is one timed run.
 type sample struct {
+	Regime   string        `json:"regime"` // warm or cold
 	Workload string        `json:"workload"`
 	Cand     string        `json:"candidate"`
 	Rep      int           `json:"rep"`
@@ -226,30 +255,53 @@ type sample struct {
 	Busy     float64       `json:"background_busy"` // share of the CPUs busy just before the run
 	Err      string        `json:"error,omitempty"`
 	Note     string        `json:"note,omitempty"` // a problem after the timed run (slow daemon exit)
+	// Load is /proc/loadavg's 1, 5 and 15 minute averages just before and
+	// just after the timed run.
+	LoadBefore string `json:"load_before"`
+	LoadAfter  string `json:"load_after"`
+	// Requests the kernel sent the FUSE daemon during the timed run, by
+	// opcode (-count); RequestsLost: the trace buffer overflowed.
+	Requests     map[string]int `json:"requests,omitempty"`
+	RequestsLost bool           `json:"requests_lost,omitempty"`
 }
 
 type bench struct {
-	cfg      *config
-	ctx      context.Context
-	bin      string
-	lower    string
-	runDir   string
-	scratch  string
-	mnt      string
-	wls      []*workload
-	samples  []sample
-	scale    []scaleRow
-	profiles []profileResult
-	machine  []kv
-	mounts   map[string]mountEntry // first mount of each candidate, for the report
-	notes    []string
-	logw     io.Writer
-	started  time.Time
-	cur      *instance
-	waited   time.Duration
+	cfg       *config
+	flatLower string // the flat lower (-flat), "" if none
+	self      string // a copy of this program every user may run
+	tracer    *reqTracer
+	straces   []straceRow
+	startups  []startupSample
+	podman    *podmanResult
+	loadStart string
+	loadEnd   string
+	ctx       context.Context
+	bin       string
+	lower     string
+	runDir    string
+	scratch   string
+	mnt       string
+	wls       []*workload
+	samples   []sample
+	scale     []scaleRow
+	profiles  []profileResult
+	machine   []kv
+	mounts    map[string]mountEntry // first mount of each candidate, for the report
+	notes     []string
+	logw      io.Writer
+	started   time.Time
+	cur       *instance
+	waited    time.Duration
 }
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "-internal" {
+		if err := runInternal(os.Args[2:]); err != nil {
+			fmt.Fprintf(os.Stderr, "umbench -internal: %v\n", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
 	cfg, err := parseFlags(os.Args[1:])
 	if err != nil {
 		if err == flag.ErrHelp {
@@ -279,12 +331,22 @@ func (b *bench) main() error {
 	if os.Geteuid() != 0 {
 		return fmt.Errorf("must run as root (mounts, drop_caches)")
 	}
-	need := []string{"fio", "git", "tar", "find", "xargs", "cp", "sync", "go"}
-	if slices.Contains(cfg.candidates, candFuseOv) {
-		need = append(need, "fuse-overlayfs")
+	need := []string{"fio", "git", "tar", "find", "xargs", "cp", "sync", "go", "dd"}
+	anyFuse, anyRootless, anyUnion := false, false, false
+	for _, c := range cfg.candidates {
+		cd := candidateOf(c)
+		anyFuse = anyFuse || cd.daemon != ""
+		anyRootless = anyRootless || cd.rootless
+		anyUnion = anyUnion || cd.daemon == "unionmount"
+		if cd.daemon == "fuse-overlayfs" {
+			need = append(need, "fuse-overlayfs")
+		}
 	}
-	if slices.Contains(cfg.candidates, candFuseOv) || slices.Contains(cfg.candidates, candUnion) {
+	if anyFuse {
 		need = append(need, "fusermount3")
+	}
+	if cfg.strace && anyFuse {
+		need = append(need, "strace")
 	}
 	if cfg.perf {
 		need = append(need, "perf")
@@ -297,6 +359,7 @@ func (b *bench) main() error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	b.ctx = ctx
+	b.loadStart = loadAvg()
 
 	// Work directory, locked against a concurrent run.
 	if err := os.MkdirAll(cfg.dir, 0o755); err != nil {
@@ -333,6 +396,7 @@ func (b *bench) main() error {
 		defer logFile.Close()
 		b.logw = io.MultiWriter(os.Stderr, logFile)
 	}
+	b.logf("loadavg at the start: %s", b.loadStart)
 
 	// Fresh unionmount binary: the filesystem changes under us.
 	if cfg.bin != "" {
@@ -340,7 +404,7 @@ func (b *bench) main() error {
 			return err
 		}
 		b.notes = append(b.notes, "unionmount: the prebuilt "+cfg.bin+" (-bin), not a fresh build")
-	} else if slices.Contains(cfg.candidates, candUnion) {
+	} else if anyUnion || cfg.podman {
 		b.bin = filepath.Join(cfg.repo, "bin", "unionmount")
 		b.logf("building %s", b.bin)
 		build := exec.CommandContext(ctx, "go", "build", "-o", b.bin, "./cmd/unionmount")
@@ -349,17 +413,35 @@ func (b *bench) main() error {
 			return fmt.Errorf("go build ./cmd/unionmount: %v\n%s", err, out)
 		}
 	}
+	// Copies of the programs every user may run (the rootless daemon, the
+	// -internal workloads), in the work directory.
+	tools := filepath.Join(cfg.dir, "tools")
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	if b.self, err = installTool(self, tools); err != nil {
+		return err
+	}
+	if b.bin != "" {
+		if b.bin, err = installTool(b.bin, tools); err != nil {
+			return err
+		}
+	}
 	goroot, err := exec.Command("go", "env", "GOROOT").Output()
 	if err != nil {
 		return fmt.Errorf("go env GOROOT: %v", err)
 	}
 	cfg.goroot = strings.TrimSpace(string(goroot))
 
-	if cfg.cache == "cold" {
+	if slices.Contains(cfg.regimes, "cold") {
 		if err := dropCaches(); err != nil {
-			b.notes = append(b.notes, fmt.Sprintf("drop_caches failed (%v): runs are warm", err))
-			b.logf("cannot drop caches (%v): running warm", err)
-			cfg.cache = "warm"
+			b.notes = append(b.notes, fmt.Sprintf("drop_caches failed (%v): no cold regime", err))
+			b.logf("cannot drop caches (%v): warm regime only", err)
+			cfg.regimes = slices.DeleteFunc(cfg.regimes, func(r string) bool { return r == "cold" })
+			if len(cfg.regimes) == 0 {
+				cfg.regimes = []string{"warm"}
+			}
 		}
 	}
 	b.machine = machineInfo(cfg)
@@ -368,7 +450,26 @@ func (b *bench) main() error {
 	if len(cfg.workloads) > 0 {
 		b.wls = slices.DeleteFunc(b.wls, func(w *workload) bool { return !slices.Contains(cfg.workloads, w.name) })
 	}
-	if len(b.wls) > 0 || cfg.pprof {
+	if cfg.flatFiles == 0 {
+		b.wls = slices.DeleteFunc(b.wls, func(w *workload) bool { return w.flat })
+	}
+	if anyRootless {
+		restore, err := allowDevFuse()
+		if err != nil {
+			return err
+		}
+		defer restore()
+	}
+	if cfg.count && anyFuse {
+		if b.tracer, err = newReqTracer(); err != nil {
+			b.notes = append(b.notes, "no request counts: "+err.Error())
+			b.logf("no request counts: %v", err)
+		} else {
+			defer b.tracer.close()
+		}
+	}
+	mainLower := len(b.wls) > 0 || cfg.pprof || cfg.strace || cfg.startReps > 0
+	if mainLower {
 		if err := b.checkSpace(3*cfg.bigSize+2<<30, 0); err != nil {
 			return err
 		}
@@ -377,6 +478,11 @@ func (b *bench) main() error {
 		if b.lower, err = buildLower(ctx, cfg.dir, spec, b.logf); err != nil {
 			return fmt.Errorf("building the lower: %w", err)
 		}
+		if anyRootless { // the rootless user works on its own files
+			if err := chownTree(b.lower, rootlessUID, rootlessGID); err != nil {
+				return err
+			}
+		}
 		rmN, err := countEntries(filepath.Join(b.lower, "go", cfg.rmTarget))
 		if err != nil {
 			return fmt.Errorf("-rm %s: %w", cfg.rmTarget, err)
@@ -384,8 +490,10 @@ func (b *bench) main() error {
 		for _, w := range b.wls {
 			w.desc = strings.Replace(w.desc, "RMCOUNT", strconv.Itoa(rmN+1), 1)
 		}
-		if cfg.cache == "warm" {
-			_ = runQuiet(ctx, b.lower, "bash", "-c", "tar -cf - . | cat >/dev/null")
+	}
+	if slices.ContainsFunc(b.wls, func(w *workload) bool { return w.flat }) {
+		if b.flatLower, err = b.makeFlat(); err != nil {
+			return err
 		}
 	}
 
@@ -396,8 +504,23 @@ func (b *bench) main() error {
 	if n := b.failedChecks(); n > 0 {
 		return fmt.Errorf("%d runs failed their check of the result (verify errors above)", n)
 	}
+	if cfg.strace && anyFuse {
+		if err := b.runStrace(); err != nil {
+			return err
+		}
+	}
+	if cfg.startReps > 0 {
+		if err := b.runStartup(); err != nil {
+			return err
+		}
+	}
 	if cfg.pprof {
 		if err := b.runProfiles(); err != nil {
+			return err
+		}
+	}
+	if cfg.podman {
+		if err := b.runPodman(); err != nil {
 			return err
 		}
 	}
@@ -407,6 +530,85 @@ func (b *bench) main() error {
 		}
 	}
 	return ctx.Err()
+}
+
+// installTool copies the program at path into dir (mode 0755, as the
+// directory) and returns the copy's path.
+func installTool(path, dir string) (string, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	dst := filepath.Join(dir, filepath.Base(path))
+	tmp := dst + ".new"
+	if err := os.WriteFile(tmp, data, 0o755); err != nil {
+		return "", err
+	}
+	return dst, os.Rename(tmp, dst)
+}
+
+// chownTree gives dir and everything under it to uid:gid.
+func chownTree(dir string, uid, gid int) error {
+	return filepath.WalkDir(dir, func(p string, _ fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		return os.Lchown(p, uid, gid)
+	})
+}
+
+// allowDevFuse lets every user open /dev/fuse (the rootless daemons) and
+// returns the function that restores its mode.
+func allowDevFuse() (func(), error) {
+	var st unix.Stat_t
+	if err := unix.Stat("/dev/fuse", &st); err != nil {
+		return nil, err
+	}
+	mode := st.Mode & 0o7777
+	if mode&0o006 == 0o006 {
+		return func() {}, nil
+	}
+	if err := unix.Chmod("/dev/fuse", mode|0o666); err != nil {
+		return nil, fmt.Errorf("chmod /dev/fuse: %w", err)
+	}
+	return func() { _ = unix.Chmod("/dev/fuse", mode) }, nil
+}
+
+// loadAvg is /proc/loadavg's 1, 5 and 15 minute load averages.
+func loadAvg() string {
+	data, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(data))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
+}
+
+// makeFlat makes (or, kept from an earlier run, reuses) the flat lower: a
+// directory "flat" of -flat empty files.
+func (b *bench) makeFlat() (string, error) {
+	dir := filepath.Join(b.cfg.dir, "flat", strconv.Itoa(b.cfg.flatFiles))
+	lower := filepath.Join(dir, "lower")
+	marker := filepath.Join(dir, "done")
+	if _, err := os.Stat(marker); err == nil {
+		return lower, nil
+	}
+	if err := b.checkSpace(1<<30, uint64(b.cfg.flatFiles+100000)); err != nil {
+		return "", err
+	}
+	_ = os.RemoveAll(dir)
+	b.logf("generating the flat lower (%d files in one directory)", b.cfg.flatFiles)
+	if _, err := genTree(b.ctx, lower, b.cfg.flatFiles, true); err != nil {
+		return "", fmt.Errorf("generating the flat lower: %w", err)
+	}
+	unix.Sync()
+	return lower, os.WriteFile(marker, nil, 0o644)
 }
 
 func isFuseType(t string) bool { return strings.HasPrefix(t, "fuse") }
@@ -439,34 +641,57 @@ func dropCaches() error {
 	return os.WriteFile("/proc/sys/vm/drop_caches", []byte("3\n"), 0o644)
 }
 
-// runSuite runs every workload on every candidate, reps times: rep by rep,
-// workload by workload, the candidates in an order rotated each rep.
+// runSuite runs every workload on every candidate in each cache regime,
+// headline first: rep by rep, workload by workload, the candidates in an
+// order rotated each rep.
 func (b *bench) runSuite() error {
 	cfg := b.cfg
 	if len(b.wls) == 0 {
 		return nil
 	}
-	total := cfg.reps * len(b.wls) * len(cfg.candidates)
-	b.logf("suite: %d workloads x %d candidates x %d reps, %s caches", len(b.wls), len(cfg.candidates), cfg.reps, cfg.cache)
-	i := 0
-	for rep := 0; rep < cfg.reps; rep++ {
-		for _, w := range b.wls {
-			for k := range cfg.candidates {
-				if b.ctx.Err() != nil {
-					return b.ctx.Err()
+	for _, reg := range cfg.regimes {
+		cfg.cache = reg
+		reps := cfg.reps
+		if reg == "cold" {
+			reps = cfg.coldReps
+		}
+		if reg == "warm" {
+			b.warmLowers()
+		}
+		total := reps * len(b.wls) * len(cfg.candidates)
+		b.logf("suite: %d workloads x %d candidates x %d reps, %s caches; loadavg %s", len(b.wls), len(cfg.candidates), reps, reg, loadAvg())
+		i := 0
+		for rep := 0; rep < reps; rep++ {
+			for _, w := range b.wls {
+				for k := range cfg.candidates {
+					if b.ctx.Err() != nil {
+						return b.ctx.Err()
+					}
+					c := cfg.candidates[(k+rep)%len(cfg.candidates)]
+					i++
+					s := b.runOne(w, c, rep, nil)
+					if b.ctx.Err() != nil { // interrupted: not a result
+						return b.ctx.Err()
+					}
+					b.samples = append(b.samples, s)
+					b.logf("[%s %d/%d] %-19s %-23s %s", reg, i, total, w.name, c, describe(s))
 				}
-				c := cfg.candidates[(k+rep)%len(cfg.candidates)]
-				i++
-				s := b.runOne(w, c, rep, nil)
-				if b.ctx.Err() != nil { // interrupted: not a result
-					return b.ctx.Err()
-				}
-				b.samples = append(b.samples, s)
-				b.logf("[%d/%d] %-19s %-15s %s", i, total, w.name, c, describe(s))
 			}
 		}
 	}
+	cfg.cache = cfg.regimes[0]
 	return nil
+}
+
+// warmLowers reads the lowers once (file data, and the flat directory's
+// inodes), so that warm runs find them in the page cache.
+func (b *bench) warmLowers() {
+	if b.lower != "" {
+		_ = runQuiet(b.ctx, b.lower, "bash", "-c", "tar -cf - . | cat >/dev/null")
+	}
+	if b.flatLower != "" {
+		_ = runQuiet(b.ctx, b.flatLower, "bash", "-c", "ls -l flat >/dev/null")
+	}
 }
 
 func describe(s sample) string {
@@ -486,6 +711,12 @@ func describe(s sample) string {
 	if s.Busy >= 0.05 {
 		d += fmt.Sprintf("  background=%.0f%%", 100*s.Busy)
 	}
+	if s.LoadBefore != "" {
+		d += fmt.Sprintf("  load %s -> %s", s.LoadBefore, s.LoadAfter)
+	}
+	if n := requestTotal(s.Requests); n > 0 {
+		d += fmt.Sprintf("  requests=%d", n)
+	}
 	return d
 }
 
@@ -503,7 +734,7 @@ type runHooks struct {
 
 // runOne mounts a fresh instance of cand, runs w once and tears down.
 func (b *bench) runOne(w *workload, cand string, rep int, h *runHooks) (s sample) {
-	s = sample{Workload: w.name, Cand: cand, Rep: rep}
+	s = sample{Regime: b.cfg.cache, Workload: w.name, Cand: cand, Rep: rep}
 	fail := func(err error) sample {
 		if s.Err == "" {
 			s.Err = err.Error()
@@ -514,6 +745,9 @@ func (b *bench) runOne(w *workload, cand string, rep int, h *runHooks) (s sample
 		return fail(err)
 	}
 	lower := b.lower
+	if w.flat {
+		lower = b.flatLower
+	}
 	if h != nil && h.lower != "" {
 		lower = h.lower
 	}
@@ -543,10 +777,19 @@ func (b *bench) runOne(w *workload, cand string, rep int, h *runHooks) (s sample
 		}
 		_ = os.RemoveAll(b.scratch)
 	}()
-	e := &runEnv{ctx: b.ctx, cfg: b.cfg, cand: cand, mnt: b.mnt, lower: lower, upper: in.upper, scratch: b.scratch}
+	e := &runEnv{ctx: b.ctx, cfg: b.cfg, cand: cand, mnt: b.mnt, lower: lower, upper: in.upper, scratch: b.scratch,
+		cred: credential(cand), owner: "1000:1000", self: b.self}
+	if isRootless(cand) {
+		e.owner = fmt.Sprintf("%d:%d", rootlessUID, rootlessGID)
+	}
 	if w.prepare != nil {
 		if err := w.prepare(e); err != nil {
 			return fail(fmt.Errorf("prepare: %w", err))
+		}
+	}
+	if isRootless(cand) {
+		if err := chownTree(b.scratch, rootlessUID, rootlessGID); err != nil {
+			return fail(err)
 		}
 	}
 	if b.cfg.cache == "cold" {
@@ -565,10 +808,21 @@ func (b *bench) runOne(w *workload, cand string, rep int, h *runHooks) (s sample
 	if h != nil && h.run != nil {
 		runFn = h.run
 	}
+	counting := false
+	if b.tracer != nil && in.pid() != 0 {
+		if m, err := mountAt(b.mnt); err == nil {
+			counting = b.tracer.start(m.dev) == nil
+		}
+	}
+	s.LoadBefore = loadAvg()
 	daemonCPU := procCPU(in.pid())
 	r, err := runFn(e)
 	if in.pid() != 0 {
 		r.cpu += procCPU(in.pid()) - daemonCPU
+	}
+	s.LoadAfter = loadAvg()
+	if counting {
+		s.Requests, s.RequestsLost, _ = b.tracer.stop()
 	}
 	if done != nil {
 		done()
@@ -696,15 +950,22 @@ func (b *bench) cleanup() {
 
 // writeReport prints the report and writes it (and the raw samples).
 func (b *bench) writeReport() {
+	b.loadEnd = loadAvg()
+	b.logf("loadavg at the end: %s", b.loadEnd)
 	rep := b.report()
 	fmt.Print(rep)
 	if err := os.WriteFile(b.cfg.out, []byte(rep), 0o644); err != nil {
 		b.logf("writing %s: %v", b.cfg.out, err)
 	}
 	raw, _ := json.MarshalIndent(struct {
-		Samples []sample   `json:"samples"`
-		Scale   []scaleRow `json:"scale,omitempty"`
-	}{b.samples, b.scale}, "", "  ")
+		Samples  []sample        `json:"samples"`
+		Strace   []straceRow     `json:"strace,omitempty"`
+		Startup  []startupSample `json:"startup,omitempty"`
+		Podman   *podmanResult   `json:"podman,omitempty"`
+		Scale    []scaleRow      `json:"scale,omitempty"`
+		LoadFrom string          `json:"load_start"`
+		LoadTo   string          `json:"load_end"`
+	}{b.samples, b.straces, b.startups, b.podman, b.scale, b.loadStart, b.loadEnd}, "", "  ")
 	if err := os.WriteFile(strings.TrimSuffix(b.cfg.out, ".md")+".json", raw, 0o644); err != nil {
 		b.logf("writing samples: %v", err)
 	}

@@ -5,7 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -122,7 +122,8 @@ func perEntry(d time.Duration, entries int) float64 {
 // profileResult is one profiled unionmount run.
 type profileResult struct {
 	Workload string
-	Ratio    float64 // unionmount / kernel overlayfs in the suite (0: unknown)
+	Cand     string
+	Why      string // the targets missed
 	Dur      time.Duration
 	Pprof    string // profile file
 	Top      string // go tool pprof -top
@@ -132,45 +133,79 @@ type profileResult struct {
 	Err      string
 }
 
-// runProfiles profiles unionmount's daemon on the two workloads furthest
-// from kernel overlayfs (by the suite's medians; without them, the first two
-// workloads selected).
-func (b *bench) runProfiles() error {
-	type cand struct {
-		w     *workload
-		ratio float64
+// misses lists, per workload, the targets a unionmount candidate missed in
+// the headline regime: slower than its rival (wall or CPU), or further
+// from kernel overlayfs than the workload's target.
+func (b *bench) misses(w *workload, cand string) []string {
+	hs := b.headline()
+	var why []string
+	if r := candidateOf(cand).rival; r != "" {
+		if x, c := ratioCell(hs, w.name, cand, r, false); c != "–" && x >= 1 {
+			why = append(why, fmt.Sprintf("%.2fx %s wall", x, shortName(r)))
+		}
+		if x, c := ratioCell(hs, w.name, cand, r, true); c != "–" && x >= 1 {
+			why = append(why, fmt.Sprintf("%.2fx %s CPU", x, shortName(r)))
+		}
 	}
-	var picks []cand
+	if cand == candUnion && w.kernelMax > 0 {
+		if x, c := ratioCell(hs, w.name, cand, candKernel, false); c != "–" && x > w.kernelMax {
+			why = append(why, fmt.Sprintf("%.2fx kernel, target %.2gx", x, w.kernelMax))
+		}
+	}
+	return why
+}
+
+// runProfiles profiles the daemon on every workload where a unionmount
+// candidate missed a target: unionmount as root, and unionmount with
+// passthrough=off where that missed (it stands in for the rootless daemon
+// too: the same request path, and root may write the profile).
+func (b *bench) runProfiles() error {
+	type pick struct {
+		w    *workload
+		cand string
+		why  []string
+	}
+	var picks []pick
 	for _, w := range b.wls {
 		if w.probe {
 			continue
 		}
-		k, okK := b.median(w.name, candKernel)
-		u, okU := b.median(w.name, candUnion)
-		r := 0.0
-		if okK && okU && k > 0 {
-			r = float64(u) / float64(k)
+		for _, c := range []string{candUnion, candUnionNPT} {
+			if !slices.Contains(b.cfg.candidates, c) {
+				continue
+			}
+			why := b.misses(w, c)
+			if c == candUnionNPT && slices.Contains(b.cfg.candidates, candUnionRL) {
+				for _, x := range b.misses(w, candUnionRL) {
+					why = append(why, "rootless "+x)
+				}
+			}
+			if len(why) > 0 {
+				picks = append(picks, pick{w, c, why})
+			}
 		}
-		picks = append(picks, cand{w, r})
-	}
-	sort.SliceStable(picks, func(i, j int) bool { return picks[i].ratio > picks[j].ratio })
-	if len(picks) > 2 {
-		picks = picks[:2]
 	}
 	dir := filepath.Join(filepath.Dir(b.cfg.out), "profiles")
 	_ = os.RemoveAll(dir) // ours: the previous run's profiles
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
+	prev := b.cfg.cache
+	b.cfg.cache = b.cfg.regimes[0]
+	defer func() { b.cfg.cache = prev }()
+	if b.cfg.cache == "warm" {
+		b.warmLowers()
+	}
 	for _, p := range picks {
 		if b.ctx.Err() != nil {
 			return b.ctx.Err()
 		}
-		pr := profileResult{Workload: p.w.name, Ratio: p.ratio, Pprof: filepath.Join(dir, p.w.name+".pprof")}
+		pr := profileResult{Workload: p.w.name, Cand: p.cand, Why: strings.Join(p.why, "; "),
+			Pprof: filepath.Join(dir, p.w.name+"-"+p.cand+".pprof")}
 		_ = os.Remove(pr.Pprof)
 		h := &runHooks{env: []string{"UNIONMOUNT_CPUPROFILE=" + pr.Pprof}}
 		if b.cfg.perf {
-			pr.Perf = filepath.Join(dir, p.w.name+".perf.data")
+			pr.Perf = filepath.Join(dir, p.w.name+"-"+p.cand+".perf.data")
 			h.around = func(pid int) func() {
 				cmd := exec.Command("perf", "record", "-q", "-F", "999", "-g", "-p", strconv.Itoa(pid), "-o", pr.Perf)
 				if err := cmd.Start(); err != nil {
@@ -184,8 +219,8 @@ func (b *bench) runProfiles() error {
 				}
 			}
 		}
-		b.logf("profiling unionmount on %s", p.w.name)
-		s := b.runOne(p.w, candUnion, 0, h)
+		b.logf("profiling %s on %s (%s)", p.cand, p.w.name, pr.Why)
+		s := b.runOne(p.w, p.cand, 0, h)
 		pr.Dur = s.Dur
 		if s.Err != "" {
 			pr.Err = s.Err
@@ -206,7 +241,7 @@ func (b *bench) runProfiles() error {
 			pr.PerfTop = keepLines(string(out), func(l string) bool { return l != "" && !strings.HasPrefix(l, "#") }, 30)
 		}
 		b.profiles = append(b.profiles, pr)
-		b.logf("profile of %s: %s", p.w.name, describe(s))
+		b.logf("profile of %s on %s: %s", p.cand, p.w.name, describe(s))
 	}
 	return nil
 }
