@@ -498,12 +498,8 @@ func (b *bench) main() error {
 	}
 
 	defer b.writeReport()
-	if err := b.runSuite(); err != nil {
-		return err
-	}
-	if n := b.failedChecks(); n > 0 {
-		return fmt.Errorf("%d runs failed their check of the result (verify errors above)", n)
-	}
+	// The short sections first, so that a run cut short (Ctrl-C writes the
+	// report) still has them; the profiles right after the headline regime.
 	if cfg.strace && anyFuse {
 		if err := b.runStrace(); err != nil {
 			return err
@@ -514,14 +510,22 @@ func (b *bench) main() error {
 			return err
 		}
 	}
-	if cfg.pprof {
-		if err := b.runProfiles(); err != nil {
-			return err
-		}
-	}
 	if cfg.podman {
 		if err := b.runPodman(); err != nil {
 			return err
+		}
+	}
+	for i, reg := range cfg.regimes {
+		if err := b.runSuite(reg); err != nil {
+			return err
+		}
+		if n := b.failedChecks(); n > 0 {
+			return fmt.Errorf("%d runs failed their check of the result (verify errors above)", n)
+		}
+		if i == 0 && cfg.pprof {
+			if err := b.runProfiles(); err != nil {
+				return err
+			}
 		}
 	}
 	if cfg.scale {
@@ -641,45 +645,43 @@ func dropCaches() error {
 	return os.WriteFile("/proc/sys/vm/drop_caches", []byte("3\n"), 0o644)
 }
 
-// runSuite runs every workload on every candidate in each cache regime,
-// headline first: rep by rep, workload by workload, the candidates in an
-// order rotated each rep.
-func (b *bench) runSuite() error {
+// runSuite runs every workload on every candidate in the cache regime
+// reg: rep by rep, workload by workload, the candidates in an order
+// rotated each rep.
+func (b *bench) runSuite(reg string) error {
 	cfg := b.cfg
 	if len(b.wls) == 0 {
 		return nil
 	}
-	for _, reg := range cfg.regimes {
-		cfg.cache = reg
-		reps := cfg.reps
-		if reg == "cold" {
-			reps = cfg.coldReps
-		}
-		if reg == "warm" {
-			b.warmLowers()
-		}
-		total := reps * len(b.wls) * len(cfg.candidates)
-		b.logf("suite: %d workloads x %d candidates x %d reps, %s caches; loadavg %s", len(b.wls), len(cfg.candidates), reps, reg, loadAvg())
-		i := 0
-		for rep := 0; rep < reps; rep++ {
-			for _, w := range b.wls {
-				for k := range cfg.candidates {
-					if b.ctx.Err() != nil {
-						return b.ctx.Err()
-					}
-					c := cfg.candidates[(k+rep)%len(cfg.candidates)]
-					i++
-					s := b.runOne(w, c, rep, nil)
-					if b.ctx.Err() != nil { // interrupted: not a result
-						return b.ctx.Err()
-					}
-					b.samples = append(b.samples, s)
-					b.logf("[%s %d/%d] %-19s %-23s %s", reg, i, total, w.name, c, describe(s))
+	cfg.cache = reg
+	defer func() { cfg.cache = cfg.regimes[0] }()
+	reps := cfg.reps
+	if reg == "cold" {
+		reps = cfg.coldReps
+	}
+	if reg == "warm" {
+		b.warmLowers()
+	}
+	total := reps * len(b.wls) * len(cfg.candidates)
+	b.logf("suite: %d workloads x %d candidates x %d reps, %s caches; loadavg %s", len(b.wls), len(cfg.candidates), reps, reg, loadAvg())
+	i := 0
+	for rep := 0; rep < reps; rep++ {
+		for _, w := range b.wls {
+			for k := range cfg.candidates {
+				if b.ctx.Err() != nil {
+					return b.ctx.Err()
 				}
+				c := cfg.candidates[(k+rep)%len(cfg.candidates)]
+				i++
+				s := b.runOne(w, c, rep, nil)
+				if b.ctx.Err() != nil { // interrupted: not a result
+					return b.ctx.Err()
+				}
+				b.samples = append(b.samples, s)
+				b.logf("[%s %d/%d] %-19s %-23s %s", reg, i, total, w.name, c, describe(s))
 			}
 		}
 	}
-	cfg.cache = cfg.regimes[0]
 	return nil
 }
 
