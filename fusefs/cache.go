@@ -14,14 +14,12 @@ import (
 // the seeds forbid changing a lower while mounted, but then the new data
 // must show, not old pages padded with zeros.
 func (n *Node) noteLower(e *union.Entry, st *unix.Stat_t) {
-	if e.Mode != unix.S_IFREG || dataUpper(e) {
+	if e.Mode != unix.S_IFREG || e.DataUpper() {
 		return
 	}
-	now := maphash.Comparable(seenSeed, [3]int64{st.Size, st.Mtim.Sec, st.Mtim.Nsec}) | 1
-	n.mu.Lock()
-	changed := n.seen != 0 && n.seen != now
-	n.seen = now
-	n.mu.Unlock()
+	now := uint32(maphash.Comparable(seenSeed, [3]int64{st.Size, st.Mtim.Sec, st.Mtim.Nsec})) | 1
+	old := n.seen.Swap(now)
+	changed := old != 0 && old != now
 	if changed {
 		// Not from inside the request: the kernel may hold the inode.
 		go n.NotifyContent(0, 0)
@@ -30,3 +28,22 @@ func (n *Node) noteLower(e *union.Entry, st *unix.Stat_t) {
 
 // seenSeed seeds the hashes of Node.seen.
 var seenSeed = maphash.MakeSeed()
+
+// watchCopyUp returns a function to call after an engine call that may
+// have copied up the node's object: if it did, the object is a new real
+// one, and the kernel is told to ask for its attributes again (the birth
+// time it keeps until it asks, by statx, is the old object's); the
+// function reports whether it did.
+func (n *Node) watchCopyUp() func() bool {
+	upper, data := n.un.Copied()
+	return func() bool {
+		u2, d2 := n.un.Copied()
+		if (u2 && !upper) || (d2 && !data) {
+			// Attributes only (offset -1): no page locks, safe inside a
+			// request.
+			n.NotifyContent(-1, 0)
+			return true
+		}
+		return false
+	}
+}

@@ -1,11 +1,8 @@
 package fusefs
 
 import (
-	"cmp"
 	"context"
-	"slices"
 	"sort"
-	"strings"
 	"sync"
 	"syscall"
 
@@ -18,17 +15,11 @@ import (
 // the directory but never reads it. Once built, the listing is fixed for the
 // life of the handle.
 //
-// Offsets (d_off) are not positions in the handle's listing but cookies of
-// the names (see nameCookie), in whose order the listing is sorted: the
-// kernel keeps a directory's listing across opens (FOPEN_CACHE_DIR), and
-// when the cached pages are dropped halfway through a read it asks the
-// reader's own handle for the rest, from the last offset the cache gave
-// out. That offset came from another handle, whose merged listing may
-// have had another order (copy-ups move names to the upper's part of a
-// merged listing, and the kernel does not see them as changes of the
-// directory). With offsets that depend on the name alone, every listing
-// of the same names has the same order and offsets, and one that gained
-// or lost names keeps the others' places.
+// Offsets (d_off) are the engine's stable offsets of the names (see
+// union.Listing): the kernel keeps a directory's listing across opens
+// (FOPEN_CACHE_DIR), and when the cached pages are dropped halfway through
+// a read it asks the reader's own handle for the rest, from the last
+// offset the cache gave out, which came from another handle.
 type dirHandle struct {
 	n    *Node
 	mu   sync.Mutex
@@ -100,53 +91,6 @@ func (d *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
 	return 0
 }
 
-// Offsets of "." and "..", which come first; names' cookies are greater.
-const (
-	dotOff    = 1
-	dotDotOff = 2
-)
-
-// nameCookie is the offset of name in any listing of its directory: a
-// hash of the name, above the offsets of "." and "..", with room above it
-// for the few that sortByCookie moves up on a collision (d_off is a signed
-// 64-bit number).
-func nameCookie(name string) uint64 {
-	// FNV-1a, 64 bits (hash/fnv's, without its allocations).
-	h := uint64(14695981039346656037)
-	for i := 0; i < len(name); i++ {
-		h ^= uint64(name[i])
-		h *= 1099511628211
-	}
-	return h>>2 + dotDotOff + 1
-}
-
-// sortByCookie sets each entry's offset to its name's cookie and sorts
-// the entries by it (see sortByOff).
-func sortByCookie(list []fuse.DirEntry) {
-	for i := range list {
-		list[i].Off = nameCookie(list[i].Name)
-	}
-	sortByOff(list)
-}
-
-// sortByOff sorts entries by offset (by name among equal offsets), then
-// moves up the offset of any entry whose offset is not above the one
-// before it, so offsets strictly increase. Only names whose 62-bit
-// hashes collide get offsets that depend on the rest of the listing.
-func sortByOff(list []fuse.DirEntry) {
-	slices.SortFunc(list, func(a, b fuse.DirEntry) int {
-		if c := cmp.Compare(a.Off, b.Off); c != 0 {
-			return c
-		}
-		return strings.Compare(a.Name, b.Name)
-	})
-	for i := 1; i < len(list); i++ {
-		if list[i].Off <= list[i-1].Off {
-			list[i].Off = list[i-1].Off + 1
-		}
-	}
-}
-
 // Releasedir: the listing goes with the handle.
 func (d *dirHandle) Releasedir(ctx context.Context, releaseFlags uint32) {}
 
@@ -178,11 +122,9 @@ func (d *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut)
 	if !skip {
 		return d.n.lookup(ctx, name, out)
 	}
-	d.n.mu.Lock()
-	if d.n.skipped < maxSkipped {
-		d.n.skipped++
+	if d.n.skipped.Load() < maxSkipped { // a soft bound
+		d.n.skipped.Add(1)
 	}
-	d.n.mu.Unlock()
 	d.n.plus.noteSkipped()
 	return nil, syscall.ENOENT
 }

@@ -44,7 +44,7 @@ func TestMemoryPerEntry(t *testing.T) {
 		t.Fatal(err)
 	}
 	root := &Node{mount: &mount{u: u}}
-	root.e.save(rootEntry)
+	root.un.Init(rootEntry)
 	timeout := time.Second
 	bridge := fs.NewNodeFS(root, &fs.Options{
 		EntryTimeout:   &timeout,

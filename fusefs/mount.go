@@ -38,10 +38,6 @@ type mount struct {
 	attrTimeout time.Duration
 	plus        plusPolicy
 	resident    residency
-	// removed are the last attributes (link count 0) of directories that
-	// rmdir or a rename removed while the kernel still holds them, by
-	// *Node (see keepRemoved).
-	removed sync.Map
 }
 
 // Options are the FUSE-side settings of a mount.
@@ -81,7 +77,7 @@ func Mount(u *union.Union, mountpoint string, o Options) (*fuse.Server, error) {
 	m.resident.setMax(o.MaxEntries)
 	mounts.Store(u, m)
 	root := &Node{mount: m}
-	root.e.save(rootEntry)
+	root.un.Init(rootEntry)
 	if o.FsName == "" {
 		o.FsName = "unionmount"
 	}

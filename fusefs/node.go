@@ -2,14 +2,14 @@
 // with go-fuse's fs package. It translates requests into engine calls and
 // engine errors into errnos; it holds no union logic of its own.
 //
-// A Node is one inode of the mount. It keeps the union stack (union.Entry)
-// found when it was looked up; its union path is taken from go-fuse's tree
-// at each request, since renames of ancestors change it.
+// A Node is one inode of the mount. It holds the engine's state of the
+// object (union.Node), which engine calls keep up to date themselves; its
+// union path is taken from go-fuse's tree at each request, since renames of
+// ancestors change it. Open files are the engine's too (union.File).
 //
-// Lock order: Node.mu, then fileHandle.mu (Release holds both). Neither is
-// held across a call into the engine, except Node.mu across ThroughIndex (a
-// lookup that takes only the engine's leaf locks), so the engine's locks
-// (union's package comment) never wait on them.
+// The lock order is the engine's (union/lock.go): a node's counters are
+// atomic, and the only lock held across an engine call is an open
+// directory's, outermost.
 package fusefs
 
 import (
@@ -17,14 +17,13 @@ import (
 	"errors"
 	"hash/fnv"
 	"log/slog"
-	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 
-	"github.com/unionmount/unionmount/internal/layer"
 	"github.com/unionmount/unionmount/union"
 )
 
@@ -33,37 +32,21 @@ type Node struct {
 	fs.Inode
 	*mount
 
-	mu sync.Mutex
-	e  savedEntry // the union stack; its path is not kept: see entry()
-	// gen is the union's copy-up generation when e.upper was last known
-	// false: while it is unchanged, nothing can have been copied up.
-	gen uint64
-	// files are the node's open handles; nil when there are none (as for
-	// most nodes: the kernel keeps a node for every entry it has seen).
-	files *openFiles
+	// un is the engine's state of the object.
+	un union.Node
+	// plain counts the open handles without passthrough (see newFile).
+	plain atomic.Int32
 	// skipped counts the names of this directory that READDIRPLUS did not
 	// look up and no LOOKUP has asked for since (see plusPolicy).
-	skipped int32
+	skipped atomic.Int32
 	// counted: the node counts against max_entries (see residency).
 	counted bool
 	// seen is a hash of the size and mtime last reported for a file whose
 	// data is below, 0 before the first: when they change, a lower file
 	// was changed behind our back and the kernel's cached pages are
 	// dropped (see noteLower).
-	seen uint64
-}
-
-// openFiles are the open handles of a node.
-type openFiles struct {
-	// lower are the open read-only handles on the lower file, to be
-	// switched to the upper copy when the file is copied up.
-	lower map[*fileHandle]bool
-	// plain and pass count open handles without and with passthrough: the
-	// kernel refuses to mix the two on one inode.
-	plain, pass int
-	// all are all open handles, for operations on a node that has no name
-	// any more.
-	all map[*fileHandle]bool
+	// 32 bits are enough to notice a change, and keep the node small.
+	seen atomic.Uint32
 }
 
 // What a Node implements.
@@ -93,222 +76,37 @@ var (
 	_ = (fs.NodeOnForgetter)((*Node)(nil))
 )
 
-// entry returns a copy of the node's union stack with the current path. An
-// object may have been copied up through another node (as the parent of a
-// new file): if any copy-up happened since the node last looked, it looks
-// again. A node of a lower file with several names looks every time.
-//
-// A node with no name any more (an unlinked file still open, a removed
-// directory) has no path: go-fuse would give the root's. Path operations on
-// it fail with ENOENT; those with a descriptor use the open file instead.
-func (n *Node) entry() (*union.Entry, syscall.Errno) { return n.entryFor(false) }
-
-// entryFor is entry for a request that copies the object up before it
-// changes it (change true): a copy-up checks itself, under its lock,
-// whether it happened meanwhile, so the look for copy-ups elsewhere is
-// left out.
-func (n *Node) entryFor(change bool) (*union.Entry, syscall.Errno) {
-	path := n.Path(nil)
-	n.mu.Lock()
-	e := n.e.entry(path)
-	// The names of an indexed inode share this node but not their state.
-	// An upper object's state changes only through this node (a
-	// metadata-only copy's data is completed by its own requests, which
-	// save what they did; a rename looks the moved node up again).
-	stale := (!e.Upper && !change && n.gen != n.u.CopyUpGen()) || e.Index != ""
-	n.mu.Unlock()
-	if e.Path == "" && !n.IsRoot() {
-		return e, syscall.ENOENT
-	}
-	if stale {
-		gen := n.u.CopyUpGen()
-		n.u.Refresh(e)
-		n.save(e)
-		n.mu.Lock()
-		if !n.e.upper {
-			n.gen = gen
-		}
-		n.mu.Unlock()
-	}
-	return e, 0
+// where returns the node's union path; ok is false when it has none: an
+// unlinked file still open, a removed directory (go-fuse would give the
+// root's path).
+func (n *Node) where() (path string, ok bool) {
+	path = n.Path(nil)
+	return path, path != "" || n.IsRoot()
 }
 
-// dataUpper reports whether e's data is in upper (copied up, and not a
-// metadata-only copy).
-func dataUpper(e *union.Entry) bool { return e.Upper && !e.MetaCopy }
+// UnionPath is where, for the engine's open files (union.Namer).
+func (n *Node) UnionPath() (string, bool) { return n.where() }
 
-// save keeps what an engine call learnt about the node. When the node's
-// data has just been copied up, its open read-only lower files switch to
-// the copy. It reports whether the node's real object changed (a copy-up
-// of the object or of its data makes a new one).
-//
-// The kernel keeps the birth time it was last told until it asks again
-// (statx): a new real object has a new one, so it is told to ask.
-func (n *Node) save(e *union.Entry) (replaced bool) {
-	n.mu.Lock()
-	copiedUp := dataUpper(e) && !n.e.dataUpper()
-	replaced = copiedUp || (e.Upper && !n.e.upper)
-	n.e.save(e)
-	var files []*fileHandle
-	if copiedUp && n.files != nil {
-		for f := range n.files.lower {
-			files = append(files, f)
-		}
-		n.files.lower = nil
+// entry returns the node's union stack at its current path (ENOENT when
+// it has none: see where).
+func (n *Node) entry() (*union.Entry, syscall.Errno) {
+	path, ok := n.where()
+	if !ok {
+		return nil, syscall.ENOENT
 	}
-	n.mu.Unlock()
-	if replaced {
-		// Attributes only (offset -1): no page locks, safe inside a request.
-		n.NotifyContent(-1, 0)
-	}
-	for _, f := range files {
-		if f.readFd >= 0 {
-			// Opened for writing on the metadata-only copy: reopen the
-			// complete one with the same flags.
-			fd, err := n.u.Open(e, f.flags&^(unix.O_CREAT|unix.O_EXCL|unix.O_TRUNC))
-			if err != nil {
-				slog.Warn("reopen after copy-up", "path", e.Path, "err", err)
-				continue
-			}
-			f.finishPending(fd)
-			continue
-		}
-		fd, err := n.u.Open(e, unix.O_RDONLY)
-		if err != nil {
-			slog.Warn("reopen after copy-up", "path", e.Path, "err", err)
-			continue
-		}
-		f.switchTo(fd)
-	}
-	return replaced
+	return n.u.Entry(&n.un, path), 0
 }
 
-// newFile wraps fd, opened on the node's data: with passthrough for data in
-// upper (or anywhere on a union without upper) unless plain handles are
-// open on the node, else plain (and, on lower data, registered to be
-// switched when the data is copied up).
-func (n *Node) newFile(fd int, e *union.Entry) fs.FileHandle {
-	f := &fileHandle{fd: fd, readFd: -1}
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	of := n.register(f)
-	// Through the index, a name still below reads the upper inode too.
-	// Without an upper nothing is ever copied up: lower files pass
-	// through as well.
-	if (dataUpper(e) || n.u.ThroughIndex(e) || n.u.ReadOnly()) && of.plain == 0 {
-		of.pass++
-		return &passthroughFile{f}
-	}
-	of.plain++
-	if !dataUpper(e) {
-		f.lower = true
-		of.addLower(f)
-	}
-	return f
-}
-
-// newPendingFile wraps a handle opened for writing on a metadata-only copy
-// (see union.OpenDeferred): it reads from rfd until its first write.
-func (n *Node) newPendingFile(wfd, rfd, flags int) fs.FileHandle {
-	f := &fileHandle{fd: wfd, readFd: rfd, node: n, flags: flags}
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	of := n.register(f)
-	of.plain++
-	of.addLower(f)
-	return f
-}
-
-// completeData copies up the node's data.
-func (n *Node) completeData() syscall.Errno {
-	e, en := n.entry()
-	if en != 0 {
-		return en
-	}
-	err := n.u.CopyUpData(e)
-	n.save(e)
-	return errno(err)
-}
-
-// Release forgets a closed handle.
-func (n *Node) Release(ctx context.Context, f fs.FileHandle) syscall.Errno {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	var h *fileHandle
-	switch f := f.(type) {
-	case *passthroughFile:
-		h = f.fileHandle
-		if n.files != nil {
-			n.files.pass--
-		}
-	case *fileHandle:
-		h = f
-		if n.files != nil {
-			n.files.plain--
-			delete(n.files.lower, h)
-		}
-	default:
-		return 0
-	}
-	if n.files != nil {
-		delete(n.files.all, h)
-		if len(n.files.all) == 0 {
-			n.files = nil
-		}
-	}
-	return h.Release(ctx)
-}
-
-// register notes an open handle and returns the node's open files.
-// Preconditions: n.mu is held.
-func (n *Node) register(f *fileHandle) *openFiles {
-	if n.files == nil {
-		n.files = &openFiles{all: map[*fileHandle]bool{}}
-	}
-	n.files.all[f] = true
-	return n.files
-}
-
-// addLower notes an open handle on the lower file.
-func (of *openFiles) addLower(f *fileHandle) {
-	if of.lower == nil {
-		of.lower = map[*fileHandle]bool{}
-	}
-	of.lower[f] = true
-}
-
-// openFile returns the handle of f, or else any open handle of the node,
-// for operations on the open file; nil if there is none.
-func (n *Node) openFile(f fs.FileHandle) *fileHandle {
-	switch h := f.(type) {
-	case *fileHandle:
-		return h
-	case *passthroughFile:
-		return h.fileHandle
-	}
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.files == nil {
-		return nil
-	}
-	for h := range n.files.all {
-		return h
-	}
-	return nil
-}
-
-// child registers the node for e under n, or refreshes the one the kernel
+// child registers the node for e under n, or updates the one the kernel
 // already knows with the same inode number.
-//
-// gen is the copy-up generation read before e was looked up (see Node.gen).
-func (n *Node) child(ctx context.Context, e *union.Entry, st *unix.Stat_t, out *fuse.EntryOut, gen uint64) *fs.Inode {
+func (n *Node) child(ctx context.Context, e *union.Entry, st *unix.Stat_t, out *fuse.EntryOut) *fs.Inode {
 	if e.Merged() {
 		if full, err := n.u.Stat(e); err == nil {
 			st.Nlink = full.Nlink
 		}
 	}
-	c := &Node{mount: n.mount, gen: gen}
-	c.e.save(e)
+	c := &Node{mount: n.mount}
+	c.un.Init(e)
 	// Names of one inode share a node (lower hard links stay one inode
 	// after copy-up: see union/index.go).
 	id := fs.StableAttr{Mode: e.Mode, Ino: e.Ino}
@@ -322,20 +120,21 @@ func (n *Node) child(ctx context.Context, e *union.Entry, st *unix.Stat_t, out *
 	}
 	if old, ok := in.Operations().(*Node); ok && old != c {
 		old.noteLower(e, st)
-		if collides(old, e) {
-			// Two visible objects with one inode number (an origin whose
-			// lower file is visible elsewhere too, after layers were
-			// changed offline): give this name a node of its own.
+		if !old.un.SameObject(old.Path(nil), e) {
+			// Two visible objects with one inode number: give this name
+			// a node of its own.
 			h := fnv.New64a()
 			h.Write([]byte(e.Path))
 			id.Gen = h.Sum64() | 1
-			c = &Node{mount: n.mount, gen: gen}
-			c.e.save(e)
+			c = &Node{mount: n.mount}
+			c.un.Init(e)
 			in = n.NewInode(ctx, c, id)
 			old, _ = in.Operations().(*Node)
 		}
 		if old != c {
-			old.save(e)
+			replaced := old.watchCopyUp()
+			old.un.Found(e)
+			replaced()
 		}
 	}
 	fillAttr(&out.Attr, st)
@@ -348,50 +147,7 @@ func (n *Node) OnForget() {
 	if n.counted {
 		n.resident.forgot()
 	}
-	if n.IsDir() {
-		n.removed.Delete(n)
-	}
-}
-
-// keepRemoved is called before c, a name of this directory, is removed
-// or replaced. A directory can still be asked for its attributes after
-// that (fstat of a descriptor open on it, the working directory of a
-// process), which then have a link count of 0, as on ext4 and kernel
-// overlayfs (generic/035); the returned function keeps them if the
-// removal was done.
-func (n *Node) keepRemoved(c *fs.Inode) func(err error) {
-	if c == nil || !c.IsDir() {
-		return func(error) {}
-	}
-	cn, ok := c.Operations().(*Node)
-	if !ok {
-		return func(error) {}
-	}
-	e, en := cn.entry()
-	if en != 0 {
-		return func(error) {}
-	}
-	st, err := n.u.Stat(e)
-	return func(removeErr error) {
-		if err == nil && removeErr == nil {
-			st.Nlink = 0
-			n.removed.Store(cn, st)
-		}
-	}
-}
-
-// collides reports whether e, found under another name than old's, is
-// another object than old's although it has the same inode number.
-// Several names of one object are normal (hard links: indexed lower ones,
-// upper ones, which then share the real inode).
-func collides(old *Node, e *union.Entry) bool {
-	old.mu.Lock()
-	oldIndex, oldReal := old.e.index(), old.e.real
-	old.mu.Unlock()
-	if e.IsDir() || oldIndex != "" || e.Index != "" || oldReal == e.Real || oldReal == [2]uint64{} {
-		return false
-	}
-	return old.Path(nil) != e.Path
+	n.u.Forget(&n.un)
 }
 
 func caller(ctx context.Context) union.Owner {
@@ -430,14 +186,11 @@ func fillAttr(a *fuse.Attr, st *unix.Stat_t) {
 
 // Lookup finds name in this directory.
 func (n *Node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	n.mu.Lock()
-	skipped := n.skipped > 0
-	if skipped {
-		n.skipped--
-	}
-	n.mu.Unlock()
-	if skipped {
-		n.plus.noteAsked()
+	for c := n.skipped.Load(); c > 0; c = n.skipped.Load() {
+		if n.skipped.CompareAndSwap(c, c-1) {
+			n.plus.noteAsked()
+			break
+		}
 	}
 	return n.lookup(ctx, name, out)
 }
@@ -448,13 +201,11 @@ func (n *Node) lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs
 	if en != 0 {
 		return nil, en
 	}
-	// Nothing copied up after this needs no second look (see entry).
-	gen := n.u.CopyUpGen()
 	e, st, err := n.u.Lookup(pe, name)
 	if err != nil {
 		return nil, errno(err)
 	}
-	return n.child(ctx, e, &st, out, gen), 0
+	return n.child(ctx, e, &st, out), 0
 }
 
 // Getattr reports the merged attributes.
@@ -469,28 +220,13 @@ func (n *Node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) 
 		}
 		en = errno(err)
 	}
-	if st, ok := n.removed.Load(n); ok {
-		st := st.(unix.Stat_t)
-		fillAttr(&out.Attr, &st)
-		return 0
-	}
-	// Unlinked but still open: ask the descriptor.
-	h := n.openFile(f)
-	if h == nil {
+	// Unlinked but still open, or a directory removed: ask an open file,
+	// or the last attributes.
+	st, err := n.u.StatUnnamed(&n.un, file(f))
+	if err != nil {
 		return en
 	}
-	if en := h.Getattr(ctx, out); en != 0 {
-		return en
-	}
-	out.Ino = e.Ino
-	h.mu.RLock()
-	below := h.lower || h.readFd >= 0
-	h.mu.RUnlock()
-	if below {
-		// The lower file keeps its links, but the union shows no name.
-		out.Nlink = 0
-	}
-	out.Nlink = uint32(n.u.IndexNlink(e, uint64(out.Nlink)))
+	fillAttr(&out.Attr, &st)
 	return 0
 }
 
@@ -516,13 +252,8 @@ func (n *Node) Statx(ctx context.Context, f fs.FileHandle, flags uint32, mask ui
 	var ok bool
 	if e, en := n.entry(); en == 0 {
 		bt, ok, _ = n.u.Btime(e)
-	} else if h := n.openFile(f); h != nil {
-		// Unlinked but still open: ask the descriptor.
-		var st unix.Statx_t
-		h.mu.RLock()
-		err := unix.Statx(h.fd, "", unix.AT_EMPTY_PATH, unix.STATX_BTIME, &st)
-		h.mu.RUnlock()
-		bt, ok = st.Btime, err == nil && st.Mask&unix.STATX_BTIME != 0
+	} else {
+		bt, ok = n.u.BtimeUnnamed(&n.un, file(f)) // unlinked but still open
 	}
 	if ok {
 		sx.Mask |= unix.STATX_BTIME
@@ -549,21 +280,17 @@ func (n *Node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 	}
 	a.Atime = setTime(in.Valid, fuse.FATTR_ATIME, fuse.FATTR_ATIME_NOW, in.Atime, in.Atimensec)
 	a.Mtime = setTime(in.Valid, fuse.FATTR_MTIME, fuse.FATTR_MTIME_NOW, in.Mtime, in.Mtimensec)
-	e, en := n.entryFor(true)
-	if en != 0 {
-		// Unlinked but still open: change the open file.
-		h := n.openFile(f)
-		if h == nil {
-			return en
+	path, ok := n.where()
+	if !ok {
+		// Unlinked but still open: change an open file.
+		if err := n.u.SetAttrUnnamed(&n.un, file(f), a); err != nil {
+			return errno(err)
 		}
-		if en := h.setattrFd(n.u, e.Index, a); en != 0 {
-			return en
-		}
-		return n.Getattr(ctx, h, out)
+		return n.Getattr(ctx, f, out)
 	}
-	err := n.u.SetAttr(e, a)
-	replaced := n.save(e)
-	if err != nil {
+	replaced := n.watchCopyUp()
+	if err := n.u.SetAttr(&n.un, path, a); err != nil {
+		replaced()
 		return errno(err)
 	}
 	if en := n.Getattr(ctx, f, out); en != 0 {
@@ -571,8 +298,8 @@ func (n *Node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 	}
 	// go-fuse sets no timeout on a SETATTR reply: without one the kernel
 	// asks again (GETATTR) at the next stat, chown or open. After a
-	// copy-up it must ask again, for the copy's birth time (see save).
-	if !replaced {
+	// copy-up it must ask again, for the copy's birth time.
+	if !replaced() {
 		out.SetTimeout(n.attrTimeout)
 	}
 	return 0
@@ -590,52 +317,21 @@ func setTime(valid, set, now uint32, sec uint64, nsec uint32) *unix.Timespec {
 
 // Open opens the file; writing copies it up first.
 func (n *Node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
-	e, en := n.entryFor(flags&syscall.O_ACCMODE != syscall.O_RDONLY || flags&syscall.O_TRUNC != 0)
-	if en != 0 {
-		return n.reopen(e, flags, en)
+	var f *union.File
+	var err error
+	if path, ok := n.where(); ok {
+		defer n.watchCopyUp()()
+		f, err = n.u.OpenFile(&n.un, path, int(flags), n)
+	} else {
+		// No name (opened through /proc/self/fd/N of an open file, say).
+		f, err = n.u.ReopenUnnamed(&n.un, int(flags), n)
 	}
-	if flags&syscall.O_ACCMODE != syscall.O_RDONLY {
-		// A write-open that may never write (touch) copies no data yet.
-		wfd, rfd, ok, err := n.u.OpenDeferred(e, int(flags))
-		n.save(e)
-		if err != nil {
-			return nil, 0, errno(err)
-		}
-		if ok {
-			return n.newPendingFile(wfd, rfd, int(flags)), fuse.FOPEN_KEEP_CACHE, 0
-		}
-	}
-	fd, err := n.u.Open(e, int(flags))
-	n.save(e)
 	if err != nil {
 		return nil, 0, errno(err)
 	}
 	// Every write goes through this mount, so cached pages stay right
 	// across opens (and across a copy-up, which keeps the contents).
-	return n.newFile(fd, e), fuse.FOPEN_KEEP_CACHE, 0
-}
-
-// reopen opens a node with no name (through /proc/self/fd/N of an open
-// file, say) by reopening an open handle's descriptor; en is the error if
-// there is none.
-func (n *Node) reopen(e *union.Entry, flags uint32, en syscall.Errno) (fs.FileHandle, uint32, syscall.Errno) {
-	h := n.openFile(nil)
-	if h == nil {
-		return nil, 0, en
-	}
-	h.mu.RLock()
-	src, lower := h.dataFd(), h.lower || h.readFd >= 0
-	h.mu.RUnlock()
-	if lower && flags&syscall.O_ACCMODE != syscall.O_RDONLY {
-		return nil, 0, syscall.EROFS
-	}
-	fd, err := unix.Open(layer.ProcFd(src), int(flags)&^(unix.O_CREAT|unix.O_EXCL|unix.O_TRUNC|unix.O_NOCTTY)|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return nil, 0, errno(err)
-	}
-	re := *e
-	re.Upper, re.MetaCopy = !lower, false
-	return n.newFile(fd, &re), fuse.FOPEN_KEEP_CACHE, 0
+	return n.newFile(f), fuse.FOPEN_KEEP_CACHE, 0
 }
 
 // Tmpfile makes and opens an unnamed regular file (O_TMPFILE).
@@ -649,10 +345,11 @@ func (n *Node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse
 		return nil, nil, 0, errno(err)
 	}
 	c := &Node{mount: n.mount}
-	c.e.save(e)
+	c.un.Init(e)
 	in := n.NewInode(ctx, c, fs.StableAttr{Mode: e.Mode, Ino: e.Ino})
 	fillAttr(&out.Attr, &st)
-	return in, in.Operations().(*Node).newFile(fd, e), fuse.FOPEN_KEEP_CACHE, 0
+	cn := in.Operations().(*Node)
+	return in, cn.newFile(n.u.NewFile(&cn.un, e, fd, int(flags), cn)), fuse.FOPEN_KEEP_CACHE, 0
 }
 
 // Create makes and opens a new regular file.
@@ -665,8 +362,9 @@ func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	if err != nil {
 		return nil, nil, 0, errno(err)
 	}
-	child := n.child(ctx, e, &st, out, 0)
-	return child, child.Operations().(*Node).newFile(fd, e), fuse.FOPEN_KEEP_CACHE, 0
+	child := n.child(ctx, e, &st, out)
+	cn := child.Operations().(*Node)
+	return child, cn.newFile(n.u.NewFile(&cn.un, e, fd, int(flags), cn)), fuse.FOPEN_KEEP_CACHE, 0
 }
 
 // OpendirHandle lists the merged directory, with "." and "..", once per
@@ -678,69 +376,46 @@ func (n *Node) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHandle, 
 	return &dirHandle{n: n}, fuse.FOPEN_CACHE_DIR | fuse.FOPEN_KEEP_CACHE, 0
 }
 
-// listing is the merged listing: "." and "..", then the names in the
-// order of their offsets (see dirHandle).
+// listing is the merged listing (see union.Listing).
 func (n *Node) listing() ([]fuse.DirEntry, syscall.Errno) {
 	e, en := n.entry()
 	if en != 0 {
 		return nil, 0 // removed while open: empty, as on ext4
 	}
-	ents, err := n.u.ReadDir(e)
-	if err != nil {
-		return nil, errno(err)
-	}
 	parentIno := e.Ino
 	if _, p := n.Parent(); p != nil {
 		parentIno = p.StableAttr().Ino
 	}
-	list := make([]fuse.DirEntry, 0, len(ents)+2)
-	list = append(list,
-		fuse.DirEntry{Name: ".", Mode: unix.S_IFDIR, Ino: e.Ino, Off: dotOff},
-		fuse.DirEntry{Name: "..", Mode: unix.S_IFDIR, Ino: parentIno, Off: dotDotOff})
-	for _, d := range ents {
-		list = append(list, fuse.DirEntry{Name: d.Name, Mode: d.Mode, Ino: d.Ino})
+	ents, err := n.u.Listing(e, parentIno)
+	if err != nil {
+		return nil, errno(err)
 	}
-	sortByCookie(list[2:])
+	list := make([]fuse.DirEntry, len(ents))
+	for i, d := range ents {
+		list[i] = fuse.DirEntry{Name: d.Name, Mode: d.Mode, Ino: d.Ino, Off: d.Off}
+	}
 	return list, 0
 }
 
 // Mkdir makes a directory (opaque where a whiteout stood).
 func (n *Node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	pe, en := n.entry()
-	if en != 0 {
-		return nil, en
-	}
-	e, st, err := n.u.Mkdir(pe, name, mode, caller(ctx))
-	if err != nil {
-		return nil, errno(err)
-	}
-	return n.child(ctx, e, &st, out, 0), 0
+	return n.made(ctx, out, func(pe *union.Entry) (*union.Entry, unix.Stat_t, error) {
+		return n.u.Mkdir(pe, name, mode, caller(ctx))
+	})
 }
 
 // Mknod makes a device, fifo or socket.
 func (n *Node) Mknod(ctx context.Context, name string, mode uint32, dev uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	pe, en := n.entry()
-	if en != 0 {
-		return nil, en
-	}
-	e, st, err := n.u.Mknod(pe, name, mode, uint64(dev), caller(ctx))
-	if err != nil {
-		return nil, errno(err)
-	}
-	return n.child(ctx, e, &st, out, 0), 0
+	return n.made(ctx, out, func(pe *union.Entry) (*union.Entry, unix.Stat_t, error) {
+		return n.u.Mknod(pe, name, mode, uint64(dev), caller(ctx))
+	})
 }
 
 // Symlink makes a symlink.
 func (n *Node) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	pe, en := n.entry()
-	if en != 0 {
-		return nil, en
-	}
-	e, st, err := n.u.Symlink(pe, name, target, caller(ctx))
-	if err != nil {
-		return nil, errno(err)
-	}
-	return n.child(ctx, e, &st, out, 0), 0
+	return n.made(ctx, out, func(pe *union.Entry) (*union.Entry, unix.Stat_t, error) {
+		return n.u.Symlink(pe, name, target, caller(ctx))
+	})
 }
 
 // Link makes a hard link to target, copying it up first.
@@ -749,35 +424,27 @@ func (n *Node) Link(ctx context.Context, target fs.InodeEmbedder, name string, o
 	if !ok {
 		return nil, syscall.EXDEV
 	}
+	return n.made(ctx, out, func(pe *union.Entry) (*union.Entry, unix.Stat_t, error) {
+		if path, ok := src.where(); ok {
+			defer src.watchCopyUp()()
+			return n.u.Link(&src.un, path, pe, name)
+		}
+		// No name (O_TMPFILE, or unlinked while open): link the open file.
+		return n.u.LinkUnnamed(&src.un, pe, name)
+	})
+}
+
+// made registers the object that mk made in this directory (given as pe).
+func (n *Node) made(ctx context.Context, out *fuse.EntryOut, mk func(pe *union.Entry) (*union.Entry, unix.Stat_t, error)) (*fs.Inode, syscall.Errno) {
 	pe, en := n.entry()
 	if en != 0 {
 		return nil, en
 	}
-	se, en := src.entry()
-	if en != 0 {
-		// No name (O_TMPFILE, or unlinked while open): link the open file.
-		h := src.openFile(nil)
-		if h == nil {
-			return nil, en
-		}
-		h.mu.RLock()
-		fd, lower := h.fd, h.lower
-		h.mu.RUnlock()
-		if lower {
-			return nil, syscall.EXDEV
-		}
-		e, st, err := n.u.LinkFd(fd, pe, name)
-		if err != nil {
-			return nil, errno(err)
-		}
-		return n.child(ctx, e, &st, out, 0), 0
-	}
-	e, st, err := n.u.Link(se, pe, name)
-	src.save(se)
+	e, st, err := mk(pe)
 	if err != nil {
 		return nil, errno(err)
 	}
-	return n.child(ctx, e, &st, out, 0), 0
+	return n.child(ctx, e, &st, out), 0
 }
 
 // Readlink reads a symlink's target.
@@ -808,10 +475,7 @@ func (n *Node) Rmdir(ctx context.Context, name string) syscall.Errno {
 	if en != 0 {
 		return en
 	}
-	kept := n.keepRemoved(n.GetChild(name))
-	err := n.u.Rmdir(e, name)
-	kept(err)
-	return errno(err)
+	return errno(n.u.Rmdir(e, name, nodeOf(n.GetChild(name)).engine()))
 }
 
 // Rename moves name to newName in newParent.
@@ -820,7 +484,6 @@ func (n *Node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 	if !ok {
 		return syscall.EXDEV
 	}
-	moved, replaced := n.GetChild(name), np.GetChild(newName)
 	oe, en := n.entry()
 	if en != 0 {
 		return en
@@ -829,99 +492,74 @@ func (n *Node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 	if en != 0 {
 		return en
 	}
-	kept := func(error) {}
-	if flags&unix.RENAME_EXCHANGE == 0 {
-		kept = np.keepRemoved(replaced)
-	}
-	err := n.u.Rename(oe, name, ne, newName, flags)
-	kept(err)
-	if err != nil {
-		return errno(err)
-	}
-	// The moved objects now live in upper, under their new names: their
-	// nodes learn it now, not at their next lookup, since they may be open.
-	refresh := func(c *fs.Inode, parent *Node, name string) {
-		if c == nil {
-			return
-		}
-		cn, ok := c.Operations().(*Node)
-		if !ok {
-			return
-		}
-		pe, en := parent.entry()
-		if en != 0 {
-			return
-		}
-		if e, _, err := n.u.Lookup(pe, name); err == nil && e.Ino == cn.StableAttr().Ino {
-			cn.save(e)
+	moved, replaced := n.GetChild(name), np.GetChild(newName)
+	m, r := nodeOf(moved), nodeOf(replaced)
+	for _, c := range []*Node{m, r} {
+		if c != nil {
+			defer c.watchCopyUp()()
 		}
 	}
-	refresh(moved, np, newName)
-	if flags&unix.RENAME_EXCHANGE != 0 {
-		refresh(replaced, n, name)
+	return errno(n.u.Rename(oe, name, ne, newName, flags, m.engine(), r.engine()))
+}
+
+// nodeOf is the node of in, or nil.
+func nodeOf(in *fs.Inode) *Node {
+	if in == nil {
+		return nil
 	}
-	return 0
+	n, _ := in.Operations().(*Node)
+	return n
+}
+
+// engine is the engine's node of n, or nil if n is nil.
+func (n *Node) engine() *union.Node {
+	if n == nil {
+		return nil
+	}
+	return &n.un
 }
 
 // Getxattr reads an extended attribute.
 func (n *Node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
-	e, en := n.entry()
-	if en != 0 {
-		var sz int
-		en = n.xattrFd(en, false, attr, func(fd int) (err error) {
-			sz, err = unix.Fgetxattr(fd, attr, dest)
-			return err
-		})
-		return uint32(sz), en
+	var sz int
+	var err error
+	if e, en := n.entry(); en == 0 {
+		sz, err = n.u.Getxattr(e, attr, dest)
+	} else {
+		sz, err = n.u.GetxattrUnnamed(&n.un, attr, dest)
 	}
-	sz, err := n.u.Getxattr(e, attr, dest)
 	return uint32(sz), errno(err)
 }
 
 // Setxattr sets an extended attribute, copying up first.
 func (n *Node) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
-	e, en := n.entry()
-	if en != 0 {
-		return n.xattrFd(en, true, attr, func(fd int) error { return unix.Fsetxattr(fd, attr, data, int(flags)) })
+	if path, ok := n.where(); ok {
+		defer n.watchCopyUp()()
+		return errno(n.u.Setxattr(&n.un, path, attr, data, int(flags)))
 	}
-	err := n.u.Setxattr(e, attr, data, int(flags))
-	n.save(e)
-	return errno(err)
+	return errno(n.u.SetxattrUnnamed(&n.un, attr, data, int(flags)))
 }
 
 // Removexattr removes an extended attribute, copying up first.
 func (n *Node) Removexattr(ctx context.Context, attr string) syscall.Errno {
-	e, en := n.entry()
-	if en != 0 {
-		return n.xattrFd(en, true, attr, func(fd int) error { return unix.Fremovexattr(fd, attr) })
+	if path, ok := n.where(); ok {
+		defer n.watchCopyUp()()
+		return errno(n.u.Removexattr(&n.un, path, attr))
 	}
-	err := n.u.Removexattr(e, attr)
-	n.save(e)
-	return errno(err)
+	return errno(n.u.RemovexattrUnnamed(&n.un, attr))
 }
 
 // Listxattr lists extended attribute names.
 func (n *Node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
 	var names []string
-	e, en := n.entry()
-	if en != 0 {
-		en = n.xattrFd(en, false, "", func(fd int) error {
-			all, err := layer.ListxattrFd(fd)
-			for _, a := range all {
-				if !n.u.Format().IsPrivate(a) {
-					names = append(names, a)
-				}
-			}
-			return err
-		})
-		if en != 0 {
-			return 0, en
-		}
+	var err error
+	if e, en := n.entry(); en == 0 {
+		names, err = n.u.Listxattr(e)
 	} else {
-		var err error
-		if names, err = n.u.Listxattr(e); err != nil {
-			return 0, errno(err)
-		}
+		names, err = n.u.ListxattrUnnamed(&n.un)
+	}
+	if err != nil {
+		return 0, errno(err)
 	}
 	sz := 0
 	for _, s := range names {
@@ -940,25 +578,6 @@ func (n *Node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errn
 		off++
 	}
 	return uint32(sz), 0
-}
-
-// xattrFd runs an xattr call on an open handle of a node with no name; en
-// is the error if there is none. Overlay's own attributes stay hidden.
-func (n *Node) xattrFd(en syscall.Errno, write bool, attr string, op func(fd int) error) syscall.Errno {
-	h := n.openFile(nil)
-	if h == nil {
-		return en
-	}
-	if attr != "" && n.u.Format().IsPrivate(attr) {
-		if write {
-			return syscall.EPERM
-		}
-		return syscall.ENODATA
-	}
-	n.mu.Lock()
-	key := n.e.index()
-	n.mu.Unlock()
-	return h.xattrFd(n.u, key, write, op)
 }
 
 // Statfs reports the upper filesystem's space.

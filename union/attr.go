@@ -113,22 +113,18 @@ type SetAttr struct {
 	Atime, Mtime *unix.Timespec // may hold UTIME_NOW
 }
 
-// SetAttr changes attributes of e, copying it up first (for a size change
-// only the bytes that remain are copied).
-func (u *Union) SetAttr(e *Entry, a SetAttr) error {
+// setAttr changes attributes of e, copying it up first (for a size change
+// only the bytes that remain are copied; other changes copy only the
+// metadata where they can, and are made to the copy while it is built).
+func (u *Union) setAttr(e *Entry, a SetAttr) error {
 	if u.upper == nil {
 		return errReadOnly
 	}
-	u.renameMu.RLock()
-	var err error
-	applied := false
+	r := copyReq{size: metaOnly, change: &a}
 	if a.Size != nil {
-		err = u.CopyUp(e, *a.Size) // only the bytes that remain
-	} else {
-		// A lower file gets the changes while its copy is built.
-		applied, err = u.copyUpMeta(e, &a)
+		r = copyReq{size: *a.Size}
 	}
-	u.renameMu.RUnlock()
+	applied, err := u.copyUp(e, r)
 	if err != nil || applied {
 		return err
 	}

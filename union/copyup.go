@@ -11,38 +11,63 @@ import (
 	"github.com/unionmount/unionmount/internal/layer"
 )
 
-// All copies the whole file in CopyUp.
-const All int64 = -1
-
-// CopyUp makes e exist in upper: a copy of its lower object with the same
-// contents (only the first size bytes when size >= 0, for truncate), mode,
-// owner, times and xattrs, built as an unnamed file in its upper directory
-// (regular files, see copyUpTmpfile) or in workdir/work, and linked or
-// renamed into place only when complete, so no partial object is ever
-// visible. Parents are copied up first. A
-// directory is copied without its children. Racing copy-ups of one path copy
-// it once. On success e.Upper is true.
-func (u *Union) CopyUp(e *Entry, size int64) error {
-	_, err := u.copyUp(e, size, nil, nil)
-	return err
+// copyReq says what a copy-up copies, and what it does on the way.
+type copyReq struct {
+	// size is All for the whole file, N >= 0 for its first N bytes (a
+	// truncate to N), or metaOnly for a metadata-only copy where one is
+	// possible (a lower regular file with one name, -o metacopy=on), else
+	// the whole file. Anything but metaOnly completes a metadata-only
+	// copy.
+	size int64
+	// change, if not nil, is made to the copy while it is built, before
+	// it is visible: one build, not a build then a change. copyUp's
+	// applied says it was; if not (the object was in upper already, or the
+	// copy was not built that way), the caller makes the changes.
+	change *SetAttr
+	// opened, if not nil, is set to a read-write descriptor of the copy
+	// when the call built it as an unnamed file (the caller closes it);
+	// else it is left alone.
+	opened *int
 }
 
-// copyUp is CopyUp that also makes the changes of change (if not nil) to
-// the copy while it is built, before it is visible: one build, not a build
-// then a change. applied says it did; if not (e was in upper already, or
-// the copy was not built that way), the caller makes the changes. If opened
-// is not nil and this call built the copy as an unnamed file, *opened is
-// set to a descriptor of it (read-write), which the caller closes; else it
-// is left alone.
-func (u *Union) copyUp(e *Entry, size int64, change *SetAttr, opened *int) (applied bool, err error) {
+// All, as copyReq.size, copies the whole file.
+const All int64 = -1
+
+// metaOnly, as copyReq.size, makes a metadata-only copy (see metacopy.go).
+const metaOnly int64 = -2
+
+// copyUp is the one way into copy-up; it takes the locks it needs (see
+// copyUpHeld).
+// Preconditions: u.renameMu is not held.
+func (u *Union) copyUp(e *Entry, r copyReq) (applied bool, err error) {
+	u.renameMu.RLock()
+	defer u.renameMu.RUnlock()
+	return u.copyUpHeld(e, r)
+}
+
+// copyUpHeld makes e exist in upper as r says: a copy of its lower object
+// with the same contents, mode, owner, times and xattrs, built as an
+// unnamed file in its upper directory (regular files, see copyUpTmpfile)
+// or in workdir/work, and linked or renamed into place only when complete,
+// so no partial object is ever visible. Parents are copied up first. A
+// directory is copied without its children. A lower file with several
+// names goes through the hard-link index (see index.go). Racing copy-ups
+// of one path copy it once: each takes the copy-up lock of the path. On
+// success e.Upper is true (and e.MetaCopy says whether the data is still
+// below).
+// Preconditions: u.renameMu is held, for reading or writing.
+func (u *Union) copyUpHeld(e *Entry, r copyReq) (applied bool, err error) {
 	if u.upper == nil {
 		return false, errReadOnly
 	}
 	if e.Upper {
-		if e.MetaCopy {
-			return false, u.completeMetaCopy(e, size)
+		if e.MetaCopy && r.size != metaOnly {
+			return false, u.completeMetaCopy(e, r.size)
 		}
 		return false, nil
+	}
+	if r.size == metaOnly && (!u.cfg.MetaCopy || e.Mode != unix.S_IFREG || e.Index != "" || len(e.Lower) == 0) {
+		r.size = All // no metadata-only copy possible: a whole one
 	}
 	pst, err := u.ensureUpperDir(parentOf(e.Path))
 	if err != nil {
@@ -51,8 +76,8 @@ func (u *Union) copyUp(e *Entry, size int64, change *SetAttr, opened *int) (appl
 	unlock := u.copyLocks.lock(e.Path)
 	if u.copiedMeanwhile(e) {
 		unlock()
-		if e.MetaCopy {
-			return false, u.completeMetaCopy(e, size)
+		if e.MetaCopy && r.size != metaOnly {
+			return false, u.completeMetaCopy(e, r.size)
 		}
 		return false, nil
 	}
@@ -60,7 +85,12 @@ func (u *Union) copyUp(e *Entry, size int64, change *SetAttr, opened *int) (appl
 	if len(e.Lower) == 0 && u.indexedKey(e.Index) == "" {
 		return false, fmt.Errorf("copy up %s: no lower object: %w", e.Path, unix.EIO)
 	}
-	if applied, err = u.copyUpOne(e, size, &pst, change, opened); err != nil {
+	if r.size == metaOnly {
+		applied, err = u.copyUpMeta(e, &pst, r.change)
+	} else {
+		applied, err = u.copyUpOne(e, r.size, &pst, r.change, r.opened)
+	}
+	if err != nil {
 		return false, fmt.Errorf("copy up %s: %w", e.Path, err)
 	}
 	u.copyGen.Add(1)
@@ -84,27 +114,6 @@ func (u *Union) copiedMeanwhile(e *Entry) bool {
 	return true
 }
 
-// CopyUpGen is a counter that changes whenever something is copied up.
-func (u *Union) CopyUpGen() uint64 { return u.copyGen.Load() }
-
-// Refresh notes in e whether its object exists in upper at e.Path: it may
-// have been copied up since e was looked up. For a lower file with several
-// names, copied up one name at a time, it depends on the name, so it is
-// checked both ways.
-func (u *Union) Refresh(e *Entry) {
-	if u.upper == nil || (e.Upper && e.Index == "" && !e.MetaCopy) {
-		return
-	}
-	st, err := u.upper.Lstat(e.Path)
-	wasUpper := e.Upper
-	e.Upper = err == nil && !layer.IsWhiteout(&st) && st.Mode&unix.S_IFMT == e.Mode
-	e.NoXattrs = e.NoXattrs && wasUpper && e.Upper
-	e.MetaCopy = e.Upper && e.Mode == unix.S_IFREG && (e.Data != nil || len(e.Lower) > 0) && u.hasMetacopy(e.Path)
-	if e.MetaCopy && e.Data == nil {
-		e.Data = &e.Lower[0]
-	}
-}
-
 func parentOf(p string) string {
 	dir, _ := layer.Split(p)
 	return dir
@@ -113,6 +122,7 @@ func parentOf(p string) string {
 // ensureUpperDir makes directory p exist in upper, copying it and its
 // ancestors up from the lowers as needed, and returns its attributes (a
 // copy-up into it keeps its times).
+// Preconditions: u.renameMu is held.
 func (u *Union) ensureUpperDir(p string) (unix.Stat_t, error) {
 	st, err := u.upper.Lstat(p)
 	if err == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR {
@@ -128,7 +138,7 @@ func (u *Union) ensureUpperDir(p string) (unix.Stat_t, error) {
 	if !e.IsDir() {
 		return st, unix.ENOTDIR
 	}
-	if err := u.CopyUp(e, All); err != nil {
+	if _, err := u.copyUpHeld(e, copyReq{size: All}); err != nil {
 		return st, err
 	}
 	return u.upper.Lstat(p)
@@ -503,59 +513,4 @@ func (u *Union) copyFile(src Object, st *unix.Stat_t, tmp string, size int64) er
 		}
 	}
 	return nil
-}
-
-// CopyOpenFile copies open lower file in, which has no name in the union
-// any more (unlinked while open), into an unnamed upper file (O_TMPFILE in
-// workdir/work) with its data and metadata, and returns that file open for
-// reading and writing: a change through a descriptor of it must not reach
-// the lower file, and there is no path to copy it up to.
-func (u *Union) CopyOpenFile(in int) (int, error) {
-	if u.upper == nil {
-		return -1, errReadOnly
-	}
-	var st unix.Stat_t
-	if err := unix.Fstat(in, &st); err != nil {
-		return -1, err
-	}
-	out, err := u.work.Open("", unix.O_TMPFILE|unix.O_RDWR, 0o600)
-	if err != nil {
-		return -1, fmt.Errorf("copy up an unlinked file: %w", err)
-	}
-	fail := func(err error) (int, error) {
-		unix.Close(out)
-		return -1, fmt.Errorf("copy up an unlinked file: %w", err)
-	}
-	if err := copyData(out, in, st.Size, true); err != nil {
-		return fail(err)
-	}
-	if u.root {
-		if err := unix.Fchown(out, int(st.Uid), int(st.Gid)); err != nil {
-			return fail(err)
-		}
-	}
-	if err := unix.Fchmod(out, st.Mode&^unix.S_IFMT); err != nil {
-		return fail(err)
-	}
-	names, err := layer.ListxattrFd(in)
-	if err != nil {
-		return fail(err)
-	}
-	buf := make([]byte, 64*1024)
-	for _, n := range names {
-		if u.format.IsPrivate(n) {
-			continue
-		}
-		sz, err := unix.Fgetxattr(in, n, buf)
-		if err != nil {
-			return fail(err)
-		}
-		if err := unix.Fsetxattr(out, n, buf[:sz], 0); err != nil && !ignorableXattrErr(err) {
-			return fail(err)
-		}
-	}
-	if err := unix.UtimesNanoAt(out, "", []unix.Timespec{st.Atim, st.Mtim}, unix.AT_EMPTY_PATH); err != nil {
-		return fail(err)
-	}
-	return out, nil
 }

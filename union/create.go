@@ -58,18 +58,15 @@ func (u *Union) Symlink(parent *Entry, name, target string, owner Owner) (*Entry
 	})
 }
 
-// Link makes name in parent a hard link to src, copying src up first.
-func (u *Union) Link(src, parent *Entry, name string) (*Entry, unix.Stat_t, error) {
+// link makes name in parent a hard link to src, copying src up first.
+func (u *Union) link(src, parent *Entry, name string) (*Entry, unix.Stat_t, error) {
 	if u.upper == nil {
 		return nil, unix.Stat_t{}, errReadOnly
 	}
 	if src.IsDir() {
 		return nil, unix.Stat_t{}, unix.EPERM
 	}
-	u.renameMu.RLock()
-	err := u.CopyUp(src, All)
-	u.renameMu.RUnlock()
-	if err != nil {
+	if _, err := u.copyUp(src, copyReq{size: All}); err != nil {
 		return nil, unix.Stat_t{}, err
 	}
 	e, st, err := u.create(parent, name, nil, src.Mode, func(l *layer.Layer, rel string) error {
@@ -95,10 +92,7 @@ func (u *Union) Tmpfile(dir *Entry, flags int, mode uint32, owner Owner) (*Entry
 	if u.upper == nil {
 		return nil, st, -1, errReadOnly
 	}
-	u.renameMu.RLock()
-	err := u.CopyUp(dir, All)
-	u.renameMu.RUnlock()
-	if err != nil {
+	if _, err := u.copyUp(dir, copyReq{size: All}); err != nil {
 		return nil, st, -1, err
 	}
 	fd, err := u.upper.Open(dir.Path, flags&^(unix.O_CREAT|unix.O_EXCL|unix.O_TRUNC|unix.O_DIRECTORY)|unix.O_TMPFILE, mode&0o7777)
@@ -147,7 +141,7 @@ func (u *Union) create(parent *Entry, name string, owner *Owner, mode uint32, bu
 	}
 	u.renameMu.RLock()
 	defer u.renameMu.RUnlock()
-	if err := u.CopyUp(parent, All); err != nil {
+	if _, err := u.copyUpHeld(parent, copyReq{size: All}); err != nil {
 		return nil, st, err
 	}
 	p := layer.Join(parent.Path, name)

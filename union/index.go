@@ -18,18 +18,9 @@ import (
 // through the index entry. The union's link count of such an inode (names
 // shown, not links on disk) is kept in an xattr of the index entry.
 
-// IndexNlink is the union link count of e if it is an indexed inode, else
-// fallback (the count on disk).
-func (u *Union) IndexNlink(e *Entry, fallback uint64) uint64 {
-	if e.Index == "" {
-		return fallback
-	}
-	return u.indexNlink(e.Index, fallback)
-}
-
-// OpenIndex opens the index entry of key (the shared copy of a lower file
+// openIndex opens the index entry of key (the shared copy of a lower file
 // with several names) for reading and writing; ok is false if there is none.
-func (u *Union) OpenIndex(key string) (fd int, ok bool, err error) {
+func (u *Union) openIndex(key string) (fd int, ok bool, err error) {
 	if u.indexedKey(key) == "" {
 		return -1, false, nil
 	}
@@ -57,11 +48,13 @@ func (u *Union) HasIndexed() (bool, error) {
 // indexBeforeRemove copies up a name of a lower file with several names that
 // is about to disappear (unlink, rename over it), as kernel overlayfs does,
 // so that the index holds the inode and counts the names left.
+// Preconditions: u.renameMu is held.
 func (u *Union) indexBeforeRemove(e *Entry) error {
 	if e.Index == "" || e.Upper || u.indexedKey(e.Index) != "" {
 		return nil
 	}
-	return u.CopyUp(e, All)
+	_, err := u.copyUpHeld(e, copyReq{size: All})
+	return err
 }
 
 // indexKey names the index entry of lower object st.

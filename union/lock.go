@@ -1,21 +1,25 @@
 package union
 
-// Lock order, outermost first (each function that needs a lock held says so
-// in a "Preconditions:" line of its doc comment):
+// Lock order, outermost first. Each function that needs a lock held says
+// so in a "Preconditions:" line of its doc comment.
 //
 //  1. Union.renameMu: Rename holds it for writing; every other namespace
-//     change and every copy-up caller holds it for reading. Never taken
-//     twice by one goroutine (a waiting writer would deadlock it).
+//     change holds it for reading, and copyUp, the one way into copy-up,
+//     takes it for reading. Never taken twice by one goroutine (a waiting
+//     writer would deadlock it).
 //  2. copyLocks, by key: a union path (copy-up of that path; a parent's is
 //     taken and released before a child's), or "\x00index/KEY" (an indexed
 //     inode: its copy-up and link count).
-//  3. subdirsMu, devMu, and each Layer's directory-cache mutex: leaves, held
+//  3. File.mu, then Node.mu: an open file's descriptors, then a node's
+//     state and open files. Neither is held while taking 1 or 2: a file
+//     completes a copy (File.completeData) with no lock of its own held,
+//     then switches to the copy (File.follow) under File.mu.
+//  4. subdirsMu, devMu, and each Layer's directory-cache mutex: leaves, held
 //     for map operations only.
 //
-// The FUSE adapter's locks (fusefs.Node.mu, then fileHandle.mu) are held
-// across no engine call but leaf-only lookups (see fusefs). No lock is held
-// while waiting for the kernel's FUSE requests.
-
+// The FUSE adapter holds no lock of its own across an engine call but an
+// open directory's (fusefs.dirHandle.mu, outermost, across the listing).
+// No lock is held while waiting for the kernel's FUSE requests.
 import "sync"
 
 // keyedMutex serialises work on one key (a union path) at a time.

@@ -55,6 +55,10 @@ type Entry struct {
 	// attributes but overlay's own (seen when it was looked up or copied
 	// up): reading one needs no system call. Only for upper non-directories.
 	NoXattrs bool
+	// gen is the union's copy-up generation when the lookup that made the
+	// entry began: nothing copied up since needs no second look (see
+	// Node).
+	gen uint64
 	// Index is the index key of a regular lower file with several names
 	// (see index.go), whether or not one of them was copied up yet; ""
 	// otherwise. Such a file's names share one union inode.
@@ -63,6 +67,10 @@ type Entry struct {
 
 // IsDir reports whether the entry is a directory.
 func (e *Entry) IsDir() bool { return e.Mode == unix.S_IFDIR }
+
+// DataUpper reports whether e's data is in upper (copied up, and not a
+// metadata-only copy).
+func (e *Entry) DataUpper() bool { return e.Upper && !e.MetaCopy }
 
 // Merged reports whether a directory shows more than one real directory,
 // or a lower one through an upper one.
@@ -119,7 +127,7 @@ func (u *Union) Lookup(parent *Entry, name string) (*Entry, unix.Stat_t, error) 
 		return nil, top, unix.ENAMETOOLONG
 	}
 	p := layer.Join(parent.Path, name)
-	e := &Entry{Path: p}
+	e := &Entry{Path: p, gen: u.copyUpGen()}
 	found := false
 	// lowerPath is where name lives in the next lower layer: under each
 	// parent lower directory, unless a redirect says otherwise.

@@ -18,62 +18,36 @@ import (
 // point leaves either the metadata-only copy (the lower data in force) or
 // the complete copy.
 
-// CopyUpMeta copies up e's metadata, and its data too where a metadata-only
-// copy is not possible (not a regular file, several names, metacopy off).
-func (u *Union) CopyUpMeta(e *Entry) error {
-	_, err := u.copyUpMeta(e, nil)
-	return err
-}
-
-// copyUpMeta is CopyUpMeta that also makes the changes of change (if not
-// nil) to the copy while it is built; applied says it did (see copyUp).
-func (u *Union) copyUpMeta(e *Entry, change *SetAttr) (applied bool, err error) {
-	if u.upper == nil {
-		return false, errReadOnly
-	}
-	if e.Upper {
-		return false, nil
-	}
-	if !u.cfg.MetaCopy || e.Mode != unix.S_IFREG || e.Index != "" || len(e.Lower) == 0 {
-		return u.copyUp(e, All, change, nil)
-	}
-	pst, err := u.ensureUpperDir(parentOf(e.Path))
+// copyUpMeta makes a metadata-only copy of lower regular file e, with the
+// changes of change (if not nil) made to it while it is built; applied
+// says they were (see copyReq).
+// Preconditions: u.renameMu and the copy-up lock of e.Path are held; e's
+// parent is in upper, with attributes pst.
+func (u *Union) copyUpMeta(e *Entry, pst *unix.Stat_t, change *SetAttr) (applied bool, err error) {
+	done, err := u.copyUpTmpfile(e, metaOnly, pst, change, nil)
 	if err != nil {
 		return false, err
-	}
-	unlock := u.copyLocks.lock(e.Path)
-	defer unlock()
-	if u.copiedMeanwhile(e) {
-		return false, nil
-	}
-	done, err := u.copyUpTmpfile(e, metaOnly, &pst, change, nil)
-	if err != nil {
-		return false, fmt.Errorf("copy up %s: %w", e.Path, err)
 	}
 	if !done {
 		src := e.Lower[0]
 		st, err := src.Layer.Lstat(src.Path)
 		if err != nil {
-			return false, fmt.Errorf("copy up %s: %w", e.Path, err)
+			return false, err
 		}
 		tmp, err := u.buildCopy(src, &st, metaOnly, nil)
 		if err != nil {
-			return false, fmt.Errorf("copy up %s: %w", e.Path, err)
+			return false, err
 		}
-		if err := u.placeCopy(tmp, e.Path, &st, &pst); err != nil {
-			return false, fmt.Errorf("copy up %s: %w", e.Path, err)
+		if err := u.placeCopy(tmp, e.Path, &st, pst); err != nil {
+			return false, err
 		}
 	}
-	u.copyGen.Add(1)
-	e.Upper, e.MetaCopy = true, true
+	e.MetaCopy = true
 	if e.Data == nil {
 		e.Data = &e.Lower[0]
 	}
 	return done && change != nil, nil
 }
-
-// metaOnly, as the size of buildCopy, makes a metadata-only copy.
-const metaOnly int64 = -2
 
 // hasMetacopy reports whether upper file p is a metadata-only copy.
 func (u *Union) hasMetacopy(p string) bool {
@@ -85,8 +59,9 @@ func (u *Union) hasMetacopy(p string) bool {
 // the first size bytes when size >= 0): the data from below and the upper
 // file's own metadata, built in workdir/work and renamed over it, so that a
 // failure (ENOSPC, EDQUOT) or a crash leaves the metadata-only copy as it
-// was and takes no space. The upper inode changes: handles open on the old
-// one must reopen.
+// was and takes no space. The upper inode changes: files open on the old
+// one reopen (see File).
+// Preconditions: u.renameMu is held; the copy-up lock of e.Path is not.
 func (u *Union) completeMetaCopy(e *Entry, size int64) (err error) {
 	unlock := u.copyLocks.lock(e.Path)
 	defer unlock()
@@ -175,11 +150,4 @@ func (u *Union) completeMetaCopy(e *Entry, size int64) (err error) {
 	u.copyGen.Add(1)
 	e.MetaCopy = false
 	return nil
-}
-
-// CopyUpData copies up e's data if it is not in upper yet.
-func (u *Union) CopyUpData(e *Entry) error {
-	u.renameMu.RLock()
-	defer u.renameMu.RUnlock()
-	return u.CopyUp(e, All)
 }

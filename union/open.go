@@ -45,10 +45,7 @@ func (u *Union) openVisible(e *Entry, flags int) (int, error) {
 			size = 0
 		}
 		opened := -1
-		u.renameMu.RLock()
-		_, err := u.copyUp(e, size, nil, &opened)
-		u.renameMu.RUnlock()
-		if err != nil {
+		if _, err := u.copyUp(e, copyReq{size: size, opened: &opened}); err != nil {
 			return -1, err
 		}
 		if opened >= 0 {
@@ -140,14 +137,14 @@ func (u *Union) upperObject(p string, mode uint32) (int, error) {
 	return fd, nil
 }
 
-// OpenDeferred opens e for writing without copying its data up yet, where a
+// openDeferred opens e for writing without copying its data up yet, where a
 // metadata-only copy can stand in until the first write (open without
 // O_TRUNC or O_APPEND of a lower regular file with one name, metacopy on): it returns a
 // writable descriptor of the upper file and a read-only one of the data
-// below. Before writing through wfd the caller must call CopyUpData; until
-// then reads must use rfd. ok is false where this does not apply; the caller
+// below. Before writing through wfd the caller must complete the copy
+// (CopyUpData); until then reads must use rfd (see File). ok is false where this does not apply; the caller
 // then opens with Open.
-func (u *Union) OpenDeferred(e *Entry, flags int) (wfd, rfd int, ok bool, err error) {
+func (u *Union) openDeferred(e *Entry, flags int) (wfd, rfd int, ok bool, err error) {
 	// O_APPEND is there to write: copying the data at once costs one build
 	// instead of two.
 	if u.upper == nil || !u.cfg.MetaCopy || flags&(unix.O_TRUNC|unix.O_APPEND) != 0 || e.Mode != unix.S_IFREG ||
@@ -159,10 +156,7 @@ func (u *Union) OpenDeferred(e *Entry, flags int) (wfd, rfd int, ok bool, err er
 	if (e.Upper && (!e.MetaCopy || e.Data == nil)) || (!e.Upper && len(e.Lower) == 0) {
 		return -1, -1, false, nil
 	}
-	u.renameMu.RLock()
-	err = u.CopyUpMeta(e)
-	u.renameMu.RUnlock()
-	if err != nil || !e.MetaCopy {
+	if _, err = u.copyUp(e, copyReq{size: metaOnly}); err != nil || !e.MetaCopy {
 		return -1, -1, false, err
 	}
 	rfd, err = u.Open(e, unix.O_RDONLY)

@@ -13,6 +13,7 @@ type DirEntry struct {
 	Name string
 	Mode uint32 // S_IFMT bits
 	Ino  uint64 // equal to what Lookup reports for the name
+	Off  uint64 // the name's offset in a Listing (0 from ReadDir)
 }
 
 // dirLayer is one real directory of a union stack, as readdir walks it.

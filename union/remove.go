@@ -12,8 +12,14 @@ import (
 func (u *Union) Unlink(parent *Entry, name string) error { return u.remove(parent, name, false) }
 
 // Rmdir removes directory name from parent; ENOTEMPTY unless the merged
-// view of it is empty.
-func (u *Union) Rmdir(parent *Entry, name string) error { return u.remove(parent, name, true) }
+// view of it is empty. n, if not nil, is its node, which keeps the
+// directory's last attributes (see keepRemoved).
+func (u *Union) Rmdir(parent *Entry, name string, n *Node) error {
+	kept := u.keepRemoved(parent, name, n)
+	err := u.remove(parent, name, true)
+	kept(err)
+	return err
+}
 
 // remove deletes name: the upper object if any, then, if a lower layer still
 // has the name, a whiteout in its place. Replacing an upper object with a
@@ -72,7 +78,7 @@ func (u *Union) removeEntry(parent *Entry, name string, e *Entry, dir bool) erro
 		}
 		return u.upper.Unlink(e.Path)
 	}
-	if err := u.CopyUp(parent, All); err != nil {
+	if _, err := u.copyUpHeld(parent, copyReq{size: All}); err != nil {
 		return err
 	}
 	if !e.Upper {

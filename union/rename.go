@@ -15,7 +15,44 @@ import (
 // its children) and given a redirect xattr naming its lower path, as kernel
 // overlayfs does with redirect_dir=on. The old name gets a whiteout when a
 // lower layer still has it, in the same rename (RENAME_WHITEOUT).
-func (u *Union) Rename(oldParent *Entry, oldName string, newParent *Entry, newName string, flags uint32) error {
+//
+// moved and replaced, if not nil, are the nodes of the objects at oldName
+// and newName: the moved objects now live in upper under their new names,
+// and their nodes learn it now, not at their next lookup, since they may
+// be open; a directory replaced keeps its last attributes (see
+// keepRemoved).
+func (u *Union) Rename(oldParent *Entry, oldName string, newParent *Entry, newName string, flags uint32, moved, replaced *Node) error {
+	kept := func(error) {}
+	if flags&unix.RENAME_EXCHANGE == 0 {
+		kept = u.keepRemoved(newParent, newName, replaced)
+	}
+	err := u.rename(oldParent, oldName, newParent, newName, flags)
+	kept(err)
+	if err != nil {
+		return err
+	}
+	u.relook(moved, newParent, newName)
+	if flags&unix.RENAME_EXCHANGE != 0 {
+		u.relook(replaced, oldParent, oldName)
+	}
+	return nil
+}
+
+// relook gives n, if not nil, the state of its object at name in parent,
+// if that is n's object.
+func (u *Union) relook(n *Node, parent *Entry, name string) {
+	if n == nil {
+		return
+	}
+	p := *parent
+	u.refresh(&p)
+	if e, _, err := u.Lookup(&p, name); err == nil && e.Ino == n.Ino() {
+		n.Found(e)
+	}
+}
+
+// rename is Rename without the nodes.
+func (u *Union) rename(oldParent *Entry, oldName string, newParent *Entry, newName string, flags uint32) error {
 	if u.upper == nil {
 		return errReadOnly
 	}
@@ -74,10 +111,10 @@ func (u *Union) Rename(oldParent *Entry, oldName string, newParent *Entry, newNa
 	if err != nil {
 		return err
 	}
-	if err := u.CopyUp(newParent, All); err != nil {
+	if _, err := u.copyUpHeld(newParent, copyReq{size: All}); err != nil {
 		return err
 	}
-	if err := u.CopyUp(src, All); err != nil {
+	if _, err := u.copyUpHeld(src, copyReq{size: All}); err != nil {
 		return err
 	}
 	if dst != nil {
@@ -175,7 +212,7 @@ func (u *Union) exchange(oldParent, a, newParent, b *Entry) error {
 		return err
 	}
 	for _, e := range []*Entry{oldParent, newParent, a, b} {
-		if err := u.CopyUp(e, All); err != nil {
+		if _, err := u.copyUpHeld(e, copyReq{size: All}); err != nil {
 			return err
 		}
 	}

@@ -67,6 +67,10 @@ type Union struct {
 	subdirs    map[string]int // merged directory path -> subdirectories (see SubdirCount)
 	subdirsGen uint64         // counts forgetSubdirs calls
 
+	// removed are the last attributes (link count 0) of directories
+	// removed while their nodes are held, by *Node (see keepRemoved).
+	removed sync.Map
+
 	renameMu  sync.RWMutex
 	copyLocks keyedMutex
 	tmpSeq    atomic.Uint64

@@ -184,8 +184,8 @@ func TestInodeNumbersMatchReaddir(t *testing.T) {
 	}
 	check()
 	before := resolve(t, u, "d/b").Ino
-	must(t, u.CopyUp(resolve(t, u, "d/b"), All))
-	must(t, u.CopyUp(resolve(t, u, "d/sub"), All))
+	must(t, copyUpAll(u, resolve(t, u, "d/b")))
+	must(t, copyUpAll(u, resolve(t, u, "d/sub")))
 	d = resolve(t, u, "d")
 	check()
 	if after := resolve(t, u, "d/b").Ino; after != before {
@@ -212,7 +212,7 @@ func TestCopyUpKeepsDataMetadataAndHoles(t *testing.T) {
 	must(t, unix.Lstat(f.lowers[0]+"/dir", &dirBefore))
 
 	u := f.open(t)
-	must(t, u.CopyUp(resolve(t, u, "dir/sparse"), All))
+	must(t, copyUpAll(u, resolve(t, u, "dir/sparse")))
 
 	var lo, up unix.Stat_t
 	must(t, unix.Lstat(p, &lo))
@@ -247,7 +247,7 @@ func TestTruncateCopiesOnlyNBytes(t *testing.T) {
 	write(t, f.lowers[0]+"/f", "0123456789")
 	u := f.open(t)
 	n := int64(4)
-	must(t, u.SetAttr(resolve(t, u, "f"), SetAttr{Size: &n}))
+	must(t, u.setAttr(resolve(t, u, "f"), SetAttr{Size: &n}))
 	got, err := os.ReadFile(f.upper + "/f")
 	must(t, err)
 	if string(got) != "0123" {
@@ -312,16 +312,16 @@ func TestRemoveLeavesWhiteoutOnlyWhenNeeded(t *testing.T) {
 	_, _, fd, err := u.Create(root, "new", unix.O_WRONLY, 0o644, Owner{})
 	must(t, err)
 	unix.Close(fd)
-	must(t, u.CopyUp(resolve(t, u, "copied"), All))
+	must(t, copyUpAll(u, resolve(t, u, "copied")))
 
 	must(t, u.Unlink(resolve(t, u, ""), "low"))
 	must(t, u.Unlink(resolve(t, u, ""), "copied"))
 	must(t, u.Unlink(resolve(t, u, ""), "new"))
-	if err := u.Rmdir(resolve(t, u, ""), "dir"); !errors.Is(err, unix.ENOTEMPTY) {
+	if err := u.Rmdir(resolve(t, u, ""), "dir", nil); !errors.Is(err, unix.ENOTEMPTY) {
 		t.Errorf("rmdir of non-empty merged dir: %v, want ENOTEMPTY", err)
 	}
 	must(t, u.Unlink(resolve(t, u, "dir"), "x"))
-	must(t, u.Rmdir(resolve(t, u, ""), "dir"))
+	must(t, u.Rmdir(resolve(t, u, ""), "dir", nil))
 
 	for _, n := range []string{"low", "copied", "dir"} {
 		if !isWhiteoutFile(t, f.upper+"/"+n) {
@@ -341,7 +341,7 @@ func TestMkdirOverWhiteoutIsOpaque(t *testing.T) {
 	write(t, f.lowers[0]+"/d/old", "")
 	u := f.open(t)
 	must(t, u.Unlink(resolve(t, u, "d"), "old"))
-	must(t, u.Rmdir(resolve(t, u, ""), "d"))
+	must(t, u.Rmdir(resolve(t, u, ""), "d", nil))
 	_, _, err := u.Mkdir(resolve(t, u, ""), "d", 0o755, Owner{})
 	must(t, err)
 	if got := names(t, u, "d"); len(got) != 0 {
@@ -359,8 +359,8 @@ func TestRenameLowerDirUsesRedirect(t *testing.T) {
 	write(t, f.lowers[0]+"/a/dir/f", "content")
 	must(t, os.Mkdir(f.lowers[0]+"/b", 0o755))
 	u := f.open(t)
-	must(t, u.Rename(resolve(t, u, "a"), "dir", resolve(t, u, "a"), "same", 0))
-	must(t, u.Rename(resolve(t, u, "a"), "same", resolve(t, u, "b"), "moved", 0))
+	must(t, u.rename(resolve(t, u, "a"), "dir", resolve(t, u, "a"), "same", 0))
+	must(t, u.rename(resolve(t, u, "a"), "same", resolve(t, u, "b"), "moved", 0))
 	if got := readAll(t, u, "b/moved/f"); got != "content" {
 		t.Errorf("b/moved/f = %q", got)
 	}
@@ -390,7 +390,7 @@ func TestRenameLowerDirWithoutRedirectIsEXDEV(t *testing.T) {
 	u, err := New(Config{Lowers: f.lowers, Upper: f.upper, Work: f.work})
 	must(t, err)
 	defer u.Close()
-	if err := u.Rename(resolve(t, u, ""), "dir", resolve(t, u, ""), "new", 0); !errors.Is(err, unix.EXDEV) {
+	if err := u.rename(resolve(t, u, ""), "dir", resolve(t, u, ""), "new", 0); !errors.Is(err, unix.EXDEV) {
 		t.Errorf("err = %v, want EXDEV", err)
 	}
 }
@@ -441,7 +441,7 @@ func TestMetaCopyLeavesDataBelowUntilWritten(t *testing.T) {
 	must(t, err)
 	defer u.Close()
 	mode := uint32(0o600)
-	must(t, u.SetAttr(resolve(t, u, "f"), SetAttr{Mode: &mode}))
+	must(t, u.setAttr(resolve(t, u, "f"), SetAttr{Mode: &mode}))
 
 	var st unix.Stat_t
 	must(t, unix.Lstat(f.upper+"/f", &st))
@@ -489,10 +489,10 @@ func TestOpenDeferredOfLookedUpMetaCopy(t *testing.T) {
 	must(t, err)
 	defer u.Close()
 	mode := uint32(0o600)
-	must(t, u.SetAttr(resolve(t, u, "f"), SetAttr{Mode: &mode}))
+	must(t, u.setAttr(resolve(t, u, "f"), SetAttr{Mode: &mode}))
 
 	e := resolve(t, u, "f")
-	wfd, rfd, ok, err := u.OpenDeferred(e, unix.O_WRONLY)
+	wfd, rfd, ok, err := u.openDeferred(e, unix.O_WRONLY)
 	must(t, err)
 	if !ok {
 		t.Fatal("a looked-up metadata-only copy was not opened deferred")
@@ -523,7 +523,7 @@ func TestCopyUpUnderDefaultACLAddsNoACL(t *testing.T) {
 	u := f.open(t)
 	for _, p := range []string{"d/f"} {
 		mode := uint32(0o600)
-		must(t, u.SetAttr(resolve(t, u, p), SetAttr{Mode: &mode}))
+		must(t, u.setAttr(resolve(t, u, p), SetAttr{Mode: &mode}))
 	}
 	if _, err := unix.Getxattr(f.upper+"/d/f", "system.posix_acl_access", nil); err == nil {
 		t.Error("the copy-up inherited an access ACL from its upper directory's default ACL")
@@ -533,4 +533,10 @@ func TestCopyUpUnderDefaultACLAddsNoACL(t *testing.T) {
 	if st.Mode&0o7777 != 0o600 {
 		t.Errorf("mode %o, want 600", st.Mode&0o7777)
 	}
+}
+
+// copyUpAll copies e up whole.
+func copyUpAll(u *Union, e *Entry) error {
+	_, err := u.copyUp(e, copyReq{size: All})
+	return err
 }

@@ -40,18 +40,15 @@ func (u *Union) Listxattr(e *Entry) ([]string, error) {
 	return out, nil
 }
 
-// Setxattr sets xattr name of e after copying it up.
-func (u *Union) Setxattr(e *Entry, name string, value []byte, flags int) error {
+// setxattr sets xattr name of e after copying it up.
+func (u *Union) setxattr(e *Entry, name string, value []byte, flags int) error {
 	if u.format.IsPrivate(name) {
 		return unix.EPERM
 	}
 	if u.upper == nil {
 		return errReadOnly
 	}
-	u.renameMu.RLock()
-	err := u.CopyUpMeta(e)
-	u.renameMu.RUnlock()
-	if err != nil {
+	if _, err := u.copyUp(e, copyReq{size: metaOnly}); err != nil {
 		return err
 	}
 	e.NoXattrs = false
@@ -63,8 +60,8 @@ func (u *Union) Setxattr(e *Entry, name string, value []byte, flags int) error {
 	return unix.Setxattr(layer.ProcFd(obj), name, value, flags)
 }
 
-// Removexattr removes xattr name of e, copying it up only if it has it.
-func (u *Union) Removexattr(e *Entry, name string) error {
+// removexattr removes xattr name of e, copying it up only if it has it.
+func (u *Union) removexattr(e *Entry, name string) error {
 	if u.format.IsPrivate(name) {
 		return unix.EPERM
 	}
@@ -80,10 +77,7 @@ func (u *Union) Removexattr(e *Entry, name string) error {
 			return err
 		}
 	}
-	u.renameMu.RLock()
-	err := u.CopyUpMeta(e)
-	u.renameMu.RUnlock()
-	if err != nil {
+	if _, err := u.copyUp(e, copyReq{size: metaOnly}); err != nil {
 		return err
 	}
 	e.NoXattrs = false

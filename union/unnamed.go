@@ -1,0 +1,308 @@
+package union
+
+import (
+	"fmt"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/unionmount/unionmount/internal/layer"
+)
+
+// Operations on an object with no name any more (unlinked while open, or
+// made by O_TMPFILE): its path is gone, its open files are not. Each works
+// through an open file of the node, the one given if not nil; with none it
+// fails with ENOENT. A lower file is never written: before the first
+// change, an open lower file is copied into an unnamed upper one (see
+// detach).
+
+// anyFile returns f if it is not nil, else an open file of n; nil if n
+// has none.
+func (n *Node) anyFile(f *File) *File {
+	if f != nil {
+		return f
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for f := range n.files {
+		return f
+	}
+	return nil
+}
+
+// StatUnnamed returns the attributes of n's object through an open file,
+// or, for a directory removed while the kernel still holds it, its last
+// attributes (see keepRemoved).
+func (u *Union) StatUnnamed(n *Node, f *File) (unix.Stat_t, error) {
+	if st, ok := u.removed.Load(n); ok {
+		return st.(unix.Stat_t), nil
+	}
+	var st unix.Stat_t
+	if f = n.anyFile(f); f == nil {
+		return st, unix.ENOENT
+	}
+	f.mu.RLock()
+	err := unix.Fstat(f.fd, &st)
+	below := f.below || f.dataFd >= 0
+	f.mu.RUnlock()
+	if err != nil {
+		return st, err
+	}
+	st.Ino = n.Ino()
+	if below {
+		// The lower file keeps its links, but the union shows no name.
+		st.Nlink = 0
+	}
+	if key := n.Index(); key != "" {
+		st.Nlink = u.indexNlink(key, st.Nlink)
+	}
+	return st, nil
+}
+
+// BtimeUnnamed returns the birth time of n's object through an open
+// file; ok is false where there is none, or its filesystem keeps none.
+func (u *Union) BtimeUnnamed(n *Node, f *File) (t unix.StatxTimestamp, ok bool) {
+	if f = n.anyFile(f); f == nil {
+		return t, false
+	}
+	var sx unix.Statx_t
+	f.mu.RLock()
+	err := unix.Statx(f.fd, "", unix.AT_EMPTY_PATH, unix.STATX_BTIME, &sx)
+	f.mu.RUnlock()
+	return sx.Btime, err == nil && sx.Mask&unix.STATX_BTIME != 0
+}
+
+// keepRemoved is called before name in parent, n's object, is removed or
+// replaced. A directory can still be asked for its attributes after that
+// (fstat of a descriptor open on it, the working directory of a process),
+// which then have a link count of 0, as on ext4 and kernel overlayfs
+// (generic/035): the returned function keeps them if the removal was done,
+// until Forget.
+func (u *Union) keepRemoved(parent *Entry, name string, n *Node) func(err error) {
+	if n == nil {
+		return func(error) {}
+	}
+	e := u.Entry(n, layer.Join(parent.Path, name))
+	if !e.IsDir() {
+		return func(error) {}
+	}
+	st, err := u.Stat(e)
+	return func(removeErr error) {
+		if err == nil && removeErr == nil {
+			st.Nlink = 0
+			u.removed.Store(n, st)
+		}
+	}
+}
+
+// Forget drops what the engine keeps of n once its caller forgets it.
+func (u *Union) Forget(n *Node) { u.removed.Delete(n) }
+
+// SetAttrUnnamed changes attributes of n's object through an open file.
+func (u *Union) SetAttrUnnamed(n *Node, f *File, a SetAttr) error {
+	if f = n.anyFile(f); f == nil {
+		return unix.ENOENT
+	}
+	if err := f.detach(n.Index()); err != nil {
+		return err
+	}
+	if a.Size != nil {
+		if err := f.materialize(); err != nil {
+			return err
+		}
+	}
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if f.below {
+		return unix.EROFS
+	}
+	return a.Apply(f.fd, unix.S_IFREG)
+}
+
+// GetxattrUnnamed reads xattr name of n's object through an open file.
+func (u *Union) GetxattrUnnamed(n *Node, name string, dest []byte) (int, error) {
+	var sz int
+	err := u.xattrUnnamed(n, name, false, func(fd int) (err error) {
+		sz, err = unix.Fgetxattr(fd, name, dest)
+		return err
+	})
+	return sz, err
+}
+
+// ListxattrUnnamed lists the xattr names of n's object through an open
+// file, without overlay's own.
+func (u *Union) ListxattrUnnamed(n *Node) ([]string, error) {
+	var names []string
+	err := u.xattrUnnamed(n, "", false, func(fd int) error {
+		all, err := layer.ListxattrFd(fd)
+		for _, a := range all {
+			if !u.format.IsPrivate(a) {
+				names = append(names, a)
+			}
+		}
+		return err
+	})
+	return names, err
+}
+
+// SetxattrUnnamed sets xattr name of n's object through an open file.
+func (u *Union) SetxattrUnnamed(n *Node, name string, value []byte, flags int) error {
+	return u.xattrUnnamed(n, name, true, func(fd int) error { return unix.Fsetxattr(fd, name, value, flags) })
+}
+
+// RemovexattrUnnamed removes xattr name of n's object through an open file.
+func (u *Union) RemovexattrUnnamed(n *Node, name string) error {
+	return u.xattrUnnamed(n, name, true, func(fd int) error { return unix.Fremovexattr(fd, name) })
+}
+
+// xattrUnnamed runs op on the descriptor of an open file of n; write says
+// it changes the file. Overlay's own attributes stay hidden.
+func (u *Union) xattrUnnamed(n *Node, name string, write bool, op func(fd int) error) error {
+	f := n.anyFile(nil)
+	if f == nil {
+		return unix.ENOENT
+	}
+	if name != "" && u.format.IsPrivate(name) {
+		if write {
+			return unix.EPERM
+		}
+		return unix.ENODATA
+	}
+	if write {
+		if err := f.detach(n.Index()); err != nil {
+			return err
+		}
+	}
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if write && f.below {
+		return unix.EROFS
+	}
+	return op(f.fd)
+}
+
+// LinkUnnamed gives n's object, which has no name, the name name in
+// parent (linkat of an O_TMPFILE file).
+func (u *Union) LinkUnnamed(n *Node, parent *Entry, name string) (*Entry, unix.Stat_t, error) {
+	f := n.anyFile(nil)
+	if f == nil {
+		return nil, unix.Stat_t{}, unix.ENOENT
+	}
+	f.mu.RLock()
+	fd, below := f.fd, f.below
+	f.mu.RUnlock()
+	if below {
+		return nil, unix.Stat_t{}, unix.EXDEV
+	}
+	return u.LinkFd(fd, parent, name)
+}
+
+// ReopenUnnamed opens n's object, which has no name, again (through
+// /proc/self/fd/N of an open file, say) by reopening an open file's
+// descriptor.
+func (u *Union) ReopenUnnamed(n *Node, flags int, name Namer) (*File, error) {
+	f := n.anyFile(nil)
+	if f == nil {
+		return nil, unix.ENOENT
+	}
+	f.mu.RLock()
+	src, below := f.data(), f.below || f.dataFd >= 0
+	f.mu.RUnlock()
+	if below && flags&unix.O_ACCMODE != unix.O_RDONLY {
+		return nil, unix.EROFS
+	}
+	fd, err := unix.Open(layer.ProcFd(src), flags&^(unix.O_CREAT|unix.O_EXCL|unix.O_TRUNC|unix.O_NOCTTY)|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	return u.newFile(n, name, fd, -1, flags, below), nil
+}
+
+// detach makes an open lower file that has no name any more changeable:
+// its data and metadata are copied into an unnamed upper file, which the
+// file then uses. A lower file with other names still has their shared
+// copy in the hard-link index (made when this name was removed): that is
+// the file to change.
+// Preconditions: f.mu is not held.
+func (f *File) detach(indexKey string) error {
+	f.mu.RLock()
+	below, src := f.below, f.fd
+	f.mu.RUnlock()
+	if !below {
+		return nil
+	}
+	fd, ok, err := f.u.openIndex(indexKey)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		// src stays open while this runs: a descriptor f stops using is
+		// closed only at Close.
+		if fd, err = f.u.CopyOpenFile(src); err != nil {
+			return err
+		}
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.below {
+		unix.Close(fd) // detached meanwhile
+		return nil
+	}
+	f.retired = append(f.retired, f.fd)
+	f.fd, f.below = fd, false
+	return nil
+}
+
+// CopyOpenFile copies open lower file in, which has no name in the union
+// any more (unlinked while open), into an unnamed upper file (O_TMPFILE in
+// workdir/work) with its data and metadata, and returns that file open for
+// reading and writing: a change through a descriptor of it must not reach
+// the lower file, and there is no path to copy it up to.
+func (u *Union) CopyOpenFile(in int) (int, error) {
+	if u.upper == nil {
+		return -1, errReadOnly
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(in, &st); err != nil {
+		return -1, err
+	}
+	out, err := u.work.Open("", unix.O_TMPFILE|unix.O_RDWR, 0o600)
+	if err != nil {
+		return -1, fmt.Errorf("copy up an unlinked file: %w", err)
+	}
+	fail := func(err error) (int, error) {
+		unix.Close(out)
+		return -1, fmt.Errorf("copy up an unlinked file: %w", err)
+	}
+	if err := copyData(out, in, st.Size, true); err != nil {
+		return fail(err)
+	}
+	if u.root {
+		if err := unix.Fchown(out, int(st.Uid), int(st.Gid)); err != nil {
+			return fail(err)
+		}
+	}
+	if err := unix.Fchmod(out, st.Mode&^unix.S_IFMT); err != nil {
+		return fail(err)
+	}
+	names, err := layer.ListxattrFd(in)
+	if err != nil {
+		return fail(err)
+	}
+	buf := make([]byte, 64*1024)
+	for _, n := range names {
+		if u.format.IsPrivate(n) {
+			continue
+		}
+		sz, err := unix.Fgetxattr(in, n, buf)
+		if err != nil {
+			return fail(err)
+		}
+		if err := unix.Fsetxattr(out, n, buf[:sz], 0); err != nil && !ignorableXattrErr(err) {
+			return fail(err)
+		}
+	}
+	if err := unix.UtimesNanoAt(out, "", []unix.Timespec{st.Atim, st.Mtim}, unix.AT_EMPTY_PATH); err != nil {
+		return fail(err)
+	}
+	return out, nil
+}
