@@ -47,6 +47,10 @@ type Config struct {
 	// them as the upper's filesystem does on a read (relatime, usually),
 	// as kernel overlayfs does. Objects in lower layers never change.
 	NoAtime, NoDirAtime bool
+	// Mountpoint is where the union is to be mounted, if known. A layer
+	// whose mount could not be cloned (see layer.OpenDetached) must not hold it:
+	// the union would show itself inside itself.
+	Mountpoint string
 }
 
 // Union is a mounted (or mountable) union of layers.
@@ -113,8 +117,7 @@ func (u *Union) open() error {
 	if cfg.Upper == "" && cfg.Work != "" {
 		return errors.New("workdir: given without upperdir")
 	}
-	type named struct{ opt, path, real string }
-	var all []named
+	var all []namedDir
 	add := func(opt, p string) error {
 		if p == "" {
 			return fmt.Errorf("%s: empty path", opt)
@@ -134,7 +137,7 @@ func (u *Union) open() error {
 		if unix.Access(real, unix.R_OK|unix.X_OK) != nil {
 			return fmt.Errorf("%s %q: not readable", opt, p)
 		}
-		all = append(all, named{opt, p, real})
+		all = append(all, namedDir{opt, p, real})
 		return nil
 	}
 	for _, l := range cfg.Lowers {
@@ -168,17 +171,23 @@ func (u *Union) open() error {
 		// Read-only, and no access time ever changes, whoever reads.
 		lls, err := layer.OpenDetached(unix.MOUNT_ATTR_RDONLY|unix.MOUNT_ATTR_NOATIME, l)
 		if err != nil {
-			lls = make([]*layer.Layer, 1)
-			lls[0], err = layer.Open(l)
-		}
-		if err != nil {
 			return fmt.Errorf("lowerdir %q: %w", l, unwrapPathErr(err))
 		}
 		u.lowers = append(u.lowers, lls[0])
 	}
 	if cfg.Upper == "" {
 		u.numberDevs(u.lowers...)
-		return nil
+		return u.checkMountpoint(all)
+	}
+	if unix.Access(cfg.Upper, unix.W_OK) != nil {
+		return fmt.Errorf("upperdir %q: not writable", cfg.Upper)
+	}
+	if unix.Access(cfg.Work, unix.W_OK) != nil {
+		return fmt.Errorf("workdir %q: not writable", cfg.Work)
+	}
+	var ust, wst unix.Stat_t
+	if unix.Stat(cfg.Upper, &ust) == nil && unix.Stat(cfg.Work, &wst) == nil && ust.Dev != wst.Dev {
+		return fmt.Errorf("workdir %q is not on the same filesystem as upperdir %q", cfg.Work, cfg.Upper)
 	}
 	up, wd, err := u.openUpper()
 	if err != nil {
@@ -186,14 +195,8 @@ func (u *Union) open() error {
 	}
 	u.upper = up
 	defer wd.Close()
-	if unix.Access(cfg.Upper, unix.W_OK) != nil {
-		return fmt.Errorf("upperdir %q: not writable", cfg.Upper)
-	}
-	if wd.Dev != up.Dev {
-		return fmt.Errorf("workdir %q is not on the same filesystem as upperdir %q", cfg.Work, cfg.Upper)
-	}
-	if unix.Access(cfg.Work, unix.W_OK) != nil {
-		return fmt.Errorf("workdir %q: not writable", cfg.Work)
+	if err := u.checkMountpoint(all); err != nil {
+		return err
 	}
 	// The lock: an flock on the workdir itself, so nothing is written for it
 	// and it dies with the process.
@@ -212,11 +215,12 @@ func (u *Union) open() error {
 	return nil
 }
 
-// openUpper opens the upperdir and the workdir: under the noatime and
-// nodiratime options through a detached clone of their mount with those
-// attributes, so that reads the kernel makes itself (FUSE passthrough)
-// follow them too; where that cannot be done (not root), directly, and
-// the daemon's own reads still leave access times alone (see keepAtime).
+// openUpper opens the upperdir and the workdir through one detached clone
+// of their mount (see layer.OpenDetached), with the noatime and nodiratime
+// options as its attributes, so that reads the kernel makes itself (FUSE
+// passthrough) follow them too. Where cloning is not allowed (not root),
+// they are the directories themselves, and the daemon's own reads still
+// leave access times alone (see keepAtime).
 func (u *Union) openUpper() (up, wd *layer.Layer, err error) {
 	var attrs uint64
 	if u.cfg.NoAtime {
@@ -225,21 +229,40 @@ func (u *Union) openUpper() (up, wd *layer.Layer, err error) {
 	if u.cfg.NoDirAtime {
 		attrs |= unix.MOUNT_ATTR_NODIRATIME
 	}
-	if attrs != 0 {
-		if ls, err := layer.OpenDetached(attrs, u.cfg.Upper, u.cfg.Work); err == nil {
-			return ls[0], ls[1], nil
+	// One clone for both: copy-ups are renamed from workdir/work into upper.
+	ls, err := layer.OpenDetached(attrs, u.cfg.Upper, u.cfg.Work)
+	if err != nil {
+		return nil, nil, fmt.Errorf("upperdir %q, workdir %q: %w", u.cfg.Upper, u.cfg.Work, unwrapPathErr(err))
+	}
+	return ls[0], ls[1], nil
+}
+
+// namedDir is a directory given as an option: its option, path as given,
+// and real path.
+type namedDir struct{ opt, path, real string }
+
+// checkMountpoint refuses a mount point inside a layer that is not a clone
+// of its mount (all are the layers' directories, lowers first, as opened).
+func (u *Union) checkMountpoint(all []namedDir) error {
+	if u.cfg.Mountpoint == "" {
+		return nil
+	}
+	mp, err := filepath.EvalSymlinks(u.cfg.Mountpoint)
+	if err != nil {
+		return fmt.Errorf("mountpoint %q: %w", u.cfg.Mountpoint, unwrapPathErr(err))
+	}
+	mp, _ = filepath.Abs(mp)
+	// all is lowers, then upper and workdir, which share one clone (or none).
+	opened := append(append([]*layer.Layer{}, u.lowers...), u.upper, u.upper)
+	for i, d := range all {
+		inside := strings.HasPrefix(mp, d.real+"/") || d.real == "/" && mp != "/"
+		if !inside || opened[i].Cloned() {
+			continue
 		}
+		return fmt.Errorf("mountpoint %q is inside %s %q, whose mount this user may not clone: the union would show itself inside itself (mount it elsewhere, or run as root or in a user namespace of your own)",
+			u.cfg.Mountpoint, d.opt, d.path)
 	}
-	up, err = layer.Open(u.cfg.Upper)
-	if err != nil {
-		return nil, nil, fmt.Errorf("upperdir %q: %w", u.cfg.Upper, unwrapPathErr(err))
-	}
-	wd, err = layer.Open(u.cfg.Work)
-	if err != nil {
-		up.Close()
-		return nil, nil, fmt.Errorf("workdir %q: %w", u.cfg.Work, unwrapPathErr(err))
-	}
-	return up, wd, nil
+	return nil
 }
 
 // openWork makes workdir/work (kernel overlayfs uses the same name), clears

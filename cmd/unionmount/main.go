@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/hanwen/go-fuse/v2/splice"
 	"golang.org/x/sys/unix"
 
 	"github.com/unionmount/unionmount/fusefs"
@@ -88,6 +89,10 @@ func detach(args []string) int {
 	cmd := exec.Command(self, args...)
 	cmd.Env = append(os.Environ(), notifyEnv+"=3")
 	cmd.ExtraFiles = []*os.File{w}
+	if fi, err := os.Stderr.Stat(); err == nil && fi.Mode().IsRegular() {
+		// A log file: the daemon keeps writing to it (see daemon).
+		cmd.Stderr = os.Stderr
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
 		fmt.Fprintf(os.Stderr, "unionmount: start daemon: %v\n", err)
@@ -170,6 +175,7 @@ func serve(c mountConfig, ready func(error)) int {
 	if err := checkMountpoint(c.mountpoint); err != nil {
 		return fail(err)
 	}
+	c.union.Mountpoint = c.mountpoint
 	u, err := union.New(c.union)
 	if err != nil {
 		return fail(err)
@@ -180,6 +186,12 @@ func serve(c mountConfig, ready func(error)) int {
 		level = slog.LevelDebug
 	}
 	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})))
+	// go-fuse opens /dev/null by its path the first time it empties a
+	// splice pipe: have it do so now, while the path leads to it (after a
+	// pivot_root into the union it leads into the union, if anywhere).
+	if p, err := splice.Get(); err == nil {
+		splice.Done(p)
+	}
 	root := unix.Geteuid() == 0
 	server, err := fusefs.Mount(u, c.mountpoint, fusefs.Options{
 		AllowOther:    root,
@@ -197,7 +209,7 @@ func serve(c mountConfig, ready func(error)) int {
 	if err := server.WaitMount(); err != nil {
 		return fail(fmt.Errorf("mount %s: %w", c.mountpoint, err))
 	}
-	conn := fuseConnection(c.mountpoint)
+	conn, dev := fuseConnection(c.mountpoint)
 	if path := os.Getenv("UNIONMOUNT_DEBUG_STATS"); path != "" {
 		go debugStats(path, u)
 	}
@@ -225,18 +237,44 @@ func serve(c mountConfig, ready func(error)) int {
 	select {
 	case <-waited:
 	case <-gone:
-		// Unmounted here (fusermount3 -u, umount), but another mount
-		// namespace made while it was up keeps a copy and the connection
-		// open: the user asked for the end of the mount, so serving ends
-		// (the copies then answer ENOTCONN).
-		select {
-		case <-waited:
-		case <-time.After(time.Second):
-			slog.Info("unmounted, but still mounted in another mount namespace: exiting", "mountpoint", c.mountpoint)
-		}
+		endWhenUnmounted(c.mountpoint, dev, waited)
 	}
 	close(served)
 	return 0
+}
+
+// endWhenUnmounted decides, once the mount has left this namespace while
+// the connection is still up, when serving ends (waited is closed when the
+// kernel ends the connection).
+//
+// Two cases look the same from here, and the mount tables of the other
+// namespaces tell them apart:
+//   - detached lazily (umount -l) while in use: processes still hold files
+//     or a working directory in it. A filesystem serves them until the
+//     last one leaves, when the kernel ends the connection: so we wait.
+//   - unmounted (fusermount3 -u, umount), but a mount namespace made while
+//     it was up (unshare -m, a container) keeps a copy of the mount, which
+//     keeps the connection open for as long as that namespace lives. The
+//     user asked for the end of the mount, so serving ends now (the
+//     copies then answer ENOTCONN) instead of holding the upper and
+//     workdir for ever.
+//
+// Both at once (copies elsewhere and lazy users here) count as the second.
+func endWhenUnmounted(mountpoint, dev string, waited <-chan struct{}) {
+	elsewhere, err := mountinfo.MountedElsewhere(dev)
+	if err != nil {
+		slog.Warn("unmounted here; cannot read other namespaces' mount tables, serving until the connection ends", "mountpoint", mountpoint, "err", err)
+	}
+	if dev == "" || !elsewhere {
+		slog.Info("unmounted here; serving those still inside until the last one leaves", "mountpoint", mountpoint)
+		<-waited
+		return
+	}
+	select {
+	case <-waited:
+	case <-time.After(time.Second):
+		slog.Info("unmounted, but still mounted in another mount namespace: exiting", "mountpoint", mountpoint)
+	}
 }
 
 // mountFlags are the generic mount options to pass on: as root, dev and
@@ -299,13 +337,14 @@ func writeHeapProfile(path string) {
 }
 
 // fuseConnection names the mount's FUSE connection in the fusectl
-// filesystem (the minor number of its device), "" if unknown.
-func fuseConnection(mountpoint string) string {
+// filesystem (the minor number of its device) and its device number as
+// mountinfo writes it ("0:NN"); "" if unknown.
+func fuseConnection(mountpoint string) (conn, dev string) {
 	var st unix.Stat_t
 	if err := unix.Stat(mountpoint, &st); err != nil {
-		return ""
+		return "", ""
 	}
-	return strconv.FormatUint(uint64(unix.Minor(st.Dev)), 10)
+	return strconv.FormatUint(uint64(unix.Minor(st.Dev)), 10), fmt.Sprintf("%d:%d", unix.Major(st.Dev), unix.Minor(st.Dev))
 }
 
 // unmount ends the mount on a signal, and makes sure the daemon ends with
@@ -346,8 +385,9 @@ func unmount(server *fuse.Server, mountpoint, conn string, served <-chan struct{
 	}
 }
 
-// checkMountpoint refuses a mount point that is missing, not a directory, or
-// already a mount point.
+// checkMountpoint refuses a mount point that is missing or not a directory.
+// It may be a mount point already, a lower's own one included (the seeds'
+// `mount -o union`): the layers are cloned before the union covers them.
 func checkMountpoint(mp string) error {
 	fi, err := os.Stat(mp)
 	if err != nil {
@@ -359,18 +399,6 @@ func checkMountpoint(mp string) error {
 	}
 	if !fi.IsDir() {
 		return fmt.Errorf("mountpoint %q: not a directory", mp)
-	}
-	real, err := filepath.EvalSymlinks(mp)
-	if err != nil {
-		return fmt.Errorf("mountpoint %q: %w", mp, err)
-	}
-	real, _ = filepath.Abs(real)
-	typ, err := mountinfo.FsType(real)
-	if err != nil {
-		return fmt.Errorf("mountpoint %q: %w", mp, err)
-	}
-	if typ != "" {
-		return fmt.Errorf("mountpoint %q is already a mount point", mp)
 	}
 	return nil
 }

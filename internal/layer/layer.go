@@ -18,6 +18,7 @@ import (
 	"os"
 	"path"
 	"strings"
+	"sync"
 
 	"golang.org/x/sys/unix"
 )
@@ -31,11 +32,33 @@ type Layer struct {
 	// Dev is the st_dev of the layer's root directory.
 	Dev  uint64
 	dirs dirCache
+	// resolve is how paths below the layer are resolved: beneath, and
+	// RESOLVE_NO_XDEV for a layer that is not a clone of its mount.
+	resolve uint64
+	// cloned: the layer is on a private clone of its mount (see Clone).
+	cloned bool
+	// mnt is the mount ID a layer that is not a clone must stay on, and
+	// crossing logs the first attempt to leave it.
+	mnt      uint64
+	crossing *sync.Once
 }
 
-// Open opens the directory at hostPath as a layer.
+// Open opens the directory at hostPath as a layer, as it is: on the host's
+// mount, whose submounts its lookups cross. The offline tools use it; a
+// mounted union opens its layers with Clone.
 func Open(hostPath string) (*Layer, error) {
-	fd, err := unix.Open(hostPath, unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	fd, err := unix.Open(hostPath, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: hostPath, Err: err}
+	}
+	defer unix.Close(fd)
+	return openPlain(hostPath, fd)
+}
+
+// openPlain opens directory pinned (an O_PATH descriptor of hostPath) as a
+// layer.
+func openPlain(hostPath string, pinned int) (*Layer, error) {
+	fd, err := unix.Openat(pinned, ".", unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, &os.PathError{Op: "open", Path: hostPath, Err: err}
 	}
@@ -44,7 +67,7 @@ func Open(hostPath string) (*Layer, error) {
 		unix.Close(fd)
 		return nil, &os.PathError{Op: "stat", Path: hostPath, Err: err}
 	}
-	return &Layer{Root: hostPath, fd: fd, Dev: st.Dev}, nil
+	return &Layer{Root: hostPath, fd: fd, Dev: st.Dev, resolve: beneath}, nil
 }
 
 // Close releases the layer's descriptors.
@@ -107,7 +130,7 @@ func (l *Layer) OpenDir(rel string) (int, error) {
 		if cut <= 0 {
 			return -1, unix.ENAMETOOLONG
 		}
-		fd, err := openDirBeneath(dirfd, rel[:cut])
+		fd, err := openDirBeneath(dirfd, rel[:cut], l.resolve)
 		if err != nil {
 			return -1, err
 		}
@@ -116,16 +139,16 @@ func (l *Layer) OpenDir(rel string) (int, error) {
 		}
 		dirfd, owned, rel = fd, fd, rel[cut+1:]
 	}
-	return openDirBeneath(dirfd, rel)
+	return openDirBeneath(dirfd, rel, l.resolve)
 }
 
-// openDirBeneath opens directory rel under dirfd with O_PATH, never
-// leaving it and following no symlink.
-func openDirBeneath(dirfd int, rel string) (int, error) {
+// openDirBeneath opens directory rel under dirfd with O_PATH and resolve
+// (beneath: never leaving dirfd, following no symlink).
+func openDirBeneath(dirfd int, rel string, resolve uint64) (int, error) {
 	for {
 		fd, err := unix.Openat2(dirfd, rel, &unix.OpenHow{
 			Flags:   unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC,
-			Resolve: beneath,
+			Resolve: resolve,
 		})
 		if err == unix.EAGAIN {
 			continue // see openBeneath
@@ -156,22 +179,22 @@ func (l *Layer) Open(rel string, flags int, mode uint32) (int, error) {
 		var fd int
 		err := l.at(rel, func(dirfd int, name string) error {
 			var err error
-			fd, err = openBeneath(dirfd, name, flags, mode)
+			fd, err = openBeneath(dirfd, name, flags, mode, l.resolve)
 			return err
 		})
 		return fd, err
 	}
-	return openBeneath(l.fd, rel, flags, mode)
+	return openBeneath(l.fd, rel, flags, mode, l.resolve)
 }
 
-// openBeneath is openat2 of rel under dirfd, never leaving it and following
-// no symlink.
-func openBeneath(dirfd int, rel string, flags int, mode uint32) (int, error) {
+// openBeneath is openat2 of rel under dirfd with resolve (beneath, never
+// leaving dirfd), following no symlink.
+func openBeneath(dirfd int, rel string, flags int, mode uint32, resolve uint64) (int, error) {
 	for {
 		fd, err := unix.Openat2(dirfd, rel, &unix.OpenHow{
 			Flags:   uint64(flags | unix.O_NOFOLLOW | unix.O_CLOEXEC),
 			Mode:    uint64(mode),
-			Resolve: beneath,
+			Resolve: resolve,
 		})
 		if err == unix.EAGAIN {
 			// openat2 with RESOLVE_* may ask to retry after a concurrent rename.
@@ -200,6 +223,9 @@ func (l *Layer) at(rel string, op func(dirfd int, name string) error) error {
 func (l *Layer) Lstat(rel string) (unix.Stat_t, error) {
 	var st unix.Stat_t
 	err := l.at(rel, func(dirfd int, name string) error {
+		if l.crossing != nil {
+			return l.lstatNoXdev(dirfd, name, &st)
+		}
 		return unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW)
 	})
 	return st, err

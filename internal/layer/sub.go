@@ -23,5 +23,5 @@ func (l *Layer) OpenLayer(rel string) (*Layer, error) {
 	if rel != "" {
 		root = l.Root + "/" + rel
 	}
-	return &Layer{Root: root, fd: fd, Dev: st.Dev}, nil
+	return &Layer{Root: root, fd: fd, Dev: st.Dev, resolve: l.resolve, cloned: l.cloned, mnt: l.mnt, crossing: l.crossing}, nil
 }

@@ -88,6 +88,42 @@ func hasID(id int) (bool, error) {
 	return false, nil
 }
 
+// MountedElsewhere reports whether a filesystem with device number dev
+// ("major:minor", as in field 3 of mountinfo) is mounted in a mount
+// namespace other than this process's, as far as /proc shows: the table of
+// one process of each other namespace is read.
+func MountedElsewhere(dev string) (bool, error) {
+	own, err := os.Readlink("/proc/self/ns/mnt")
+	if err != nil {
+		return false, err
+	}
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return false, err
+	}
+	seen := map[string]bool{own: true}
+	for _, e := range ents {
+		if _, err := strconv.Atoi(e.Name()); err != nil {
+			continue
+		}
+		ns, err := os.Readlink("/proc/" + e.Name() + "/ns/mnt")
+		if err != nil || seen[ns] {
+			continue // gone meanwhile, or not ours to look at
+		}
+		seen[ns] = true
+		data, err := os.ReadFile("/proc/" + e.Name() + "/mountinfo")
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(data), "\n") {
+			if f := strings.Fields(line); len(f) > 2 && f[2] == dev {
+				return true, nil
+			}
+		}
+	}
+	return false, nil
+}
+
 // WaitGone blocks until mount id leaves this namespace's mount table (the
 // kernel signals every change of it to poll) or done is closed.
 func WaitGone(id int, done <-chan struct{}) error {

@@ -192,6 +192,7 @@ type mountHandle struct {
 	kind    string // "kernel" or "unionmount"
 	pid     int    // unionmount daemon, 0 if unknown
 	logPath string // daemon output
+	under   string // type of what was mounted at dir before, "" if nothing
 	done    bool
 	aborted bool // by abortAllMounts
 }
@@ -216,6 +217,28 @@ func mountUnion(t *testing.T, lowers []string, upper, work string, extraOpts ...
 	}
 	mountDetached(t, launch{opts: unionOptions(lowers, upper, work, extraOpts), mnt: mnt})
 	return mnt
+}
+
+// mountUnionAt is mountUnion on a mount point of the caller's choosing,
+// which may be a mount point already (a lower's own, say). The daemon's
+// log is in a fresh directory; see daemonOf.
+func mountUnionAt(t *testing.T, mnt string, lowers []string, upper, work string, extraOpts ...string) {
+	t.Helper()
+	mountDetached(t, launch{opts: unionOptions(lowers, upper, work, extraOpts), mnt: mnt,
+		logPath: filepath.Join(t.TempDir(), "unionmount.log")})
+}
+
+// daemonOf is the handle of the live mount at mnt (its daemon's pid and
+// log).
+func daemonOf(t *testing.T, mnt string) mountHandle {
+	t.Helper()
+	mountsMu.Lock()
+	defer mountsMu.Unlock()
+	h := mounts[mnt]
+	if h == nil || h.pid == 0 {
+		t.Fatalf("no daemon known for %s", mnt)
+	}
+	return *h
 }
 
 // launch says how to start one FUSE daemon: the unionmount under test, or
@@ -282,8 +305,9 @@ func mountDetached(t *testing.T, l launch) int {
 	if l.user != nil {
 		who = fmt.Sprintf("as uid %d: ", l.user.Uid)
 	}
+	under := fsType(l.mnt)
 	if err := runWithTimeout(cmd, mountTimeout); err != nil {
-		if fsType(l.mnt) != "" {
+		if fsType(l.mnt) != under {
 			_ = unix.Unmount(l.mnt, unix.MNT_DETACH)
 		}
 		t.Fatalf("%s%s -o %s %s: %v\n%s", who, l.bin, l.opts, l.mnt, err, readLog(l.logPath))
@@ -291,7 +315,7 @@ func mountDetached(t *testing.T, l launch) int {
 	if typ := fsType(l.mnt); !strings.HasPrefix(typ, "fuse") {
 		t.Fatalf("%s%s exited 0 but %s is not a live FUSE mount (type %q)\n%s", who, l.bin, l.mnt, typ, readLog(l.logPath))
 	}
-	h := &mountHandle{dir: l.mnt, kind: filepath.Base(l.bin), logPath: l.logPath, pid: findProcess(l.bin, l.mnt)}
+	h := &mountHandle{dir: l.mnt, kind: filepath.Base(l.bin), logPath: l.logPath, pid: findProcess(l.bin, l.mnt), under: under}
 	register(t, h)
 	return h.pid
 }
@@ -408,11 +432,11 @@ func unmount(t *testing.T, mnt string) {
 	}
 	deadline := time.Now().Add(unmountTimeout)
 	err := unmountOnce()
-	for err != nil && time.Now().Before(deadline) && fsType(mnt) != "" {
+	for err != nil && time.Now().Before(deadline) && fsType(mnt) != h.under {
 		time.Sleep(50 * time.Millisecond)
 		err = unmountOnce()
 	}
-	if err != nil && fsType(mnt) != "" {
+	if err != nil && fsType(mnt) != h.under {
 		t.Errorf("unmounting %s (%s): %v; detaching lazily", mnt, h.kind, err)
 		if err := unix.Unmount(mnt, unix.MNT_DETACH); err != nil {
 			t.Errorf("umount -l %s: %v", mnt, err)
@@ -421,7 +445,7 @@ func unmount(t *testing.T, mnt string) {
 	if h.kind == "kernel" {
 		return
 	}
-	if typ := fsType(mnt); typ != "" {
+	if typ := fsType(mnt); typ != h.under {
 		t.Errorf("%s still mounted (%s) after unmount", mnt, typ)
 		_ = unix.Unmount(mnt, unix.MNT_DETACH)
 	}

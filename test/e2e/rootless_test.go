@@ -453,3 +453,44 @@ func checkRootlessUpper(t *testing.T, upper string) {
 		t.Errorf("rootless upper %s:\n  %s", upper, strings.Join(problems, "\n  "))
 	}
 }
+
+// TestRootlessNoClone: an unprivileged user outside a user namespace of its
+// own may not clone mounts, so its layers are the plain directories. A
+// mount point inside a lower is then refused at start-up (the union would
+// show itself inside itself), and a mount inside a lower is not crossed:
+// its name is listed, but looking it up fails with EXDEV, and the daemon's
+// log says why. Not parallel: allowDevFuse changes /dev/fuse for the run.
+func TestRootlessNoClone(t *testing.T) {
+	requireMountable(t)
+	if selftestKernel {
+		t.Skip("E2E_SELFTEST_KERNEL: this test runs the binary itself, as a user would")
+	}
+	allowDevFuse(t)
+	bin := userBinary(t)
+	s := newStack(t, stackSpec{lowers: [][]Entry{{File("a", "a\n"), Dir("mnt"), File("sub/beneath", "beneath\n")}}})
+	giveToUser(t, s)
+	mountTmpfs(t, filepath.Join(s.lowers[0], "sub"), "on-tmpfs")
+
+	inside := filepath.Join(s.lowers[0], "mnt")
+	cmd := exec.Command(bin, "-o", unionOptions(s.lowers, s.upper, s.work, nil), inside)
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=/nonexistent"}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: rootlessUID, Gid: rootlessGID}}
+	out, err := cmd.CombinedOutput()
+	if fsType(inside) != "" {
+		_ = unix.Unmount(inside, unix.MNT_DETACH)
+		t.Fatalf("as uid %d, a union mounted inside its own lower: %v\n%s", rootlessUID, err, out)
+	}
+	if want := `mountpoint "` + inside + `" is inside lowerdir "` + s.lowers[0] + `"`; err == nil || !strings.Contains(string(out), want) {
+		t.Errorf("as uid %d, mount point inside the lower: %v, %q; want a refusal saying %q", rootlessUID, err, out, want)
+	}
+
+	mnt := mountAsUser(t, bin, s)
+	got, err := runAsUser(mnt, "ls; cat sub/beneath; cat a")
+	if want := "a\nmnt\nsub\ncat: sub/beneath: Invalid cross-device link\na\n"; got != want {
+		t.Errorf("as uid %d over a lower with a tmpfs inside: %v\n%s\nwant:\n%s", rootlessUID, err, got, want)
+	}
+	log := readLog(filepath.Join(filepath.Dir(mnt), "unionmount.log"))
+	if !strings.Contains(log, "not crossed") || !strings.Contains(log, s.lowers[0]) {
+		t.Errorf("the daemon's log does not name the mount it did not cross:\n%s", log)
+	}
+}
