@@ -17,7 +17,6 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
-	"path/filepath"
 	"runtime"
 	"runtime/pprof"
 	"strconv"
@@ -225,14 +224,12 @@ func serve(c mountConfig, ready func(error)) int {
 		close(waited)
 	}()
 	gone := make(chan struct{})
-	if real, err := filepath.Abs(c.mountpoint); err == nil {
-		if id, err := mountinfo.ID(real); err == nil && id >= 0 {
-			go func() {
-				if mountinfo.WaitGone(id, waited) == nil {
-					close(gone)
-				}
-			}()
-		}
+	if dev != "" {
+		go func() {
+			if mountinfo.WaitGone(dev, waited) == nil {
+				close(gone)
+			}
+		}()
 	}
 	select {
 	case <-waited:

@@ -14,25 +14,12 @@ import (
 
 // FsType returns the filesystem type of the topmost mount at dir ("fuse.unionmount",
 // "overlay", ...), or "" if dir is not a mount point. dir must be absolute and clean.
-func FsType(dir string) (string, error) {
-	typ, _, err := top(dir)
-	return typ, err
-}
-
-// ID returns the mount ID of the topmost mount at dir, or -1.
-func ID(dir string) (int, error) {
-	_, id, err := top(dir)
-	return id, err
-}
-
-// top reads the type and mount ID of the topmost mount at dir.
-func top(dir string) (typ string, id int, err error) {
+func FsType(dir string) (typ string, err error) {
 	f, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
-		return "", -1, err
+		return "", err
 	}
 	defer f.Close()
-	id = -1
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 64*1024), 1024*1024)
 	for sc.Scan() {
@@ -44,14 +31,11 @@ func top(dir string) (typ string, id int, err error) {
 		for i := 5; i+1 < len(fields); i++ {
 			if fields[i] == "-" {
 				typ = fields[i+1] // the last one listed is the top of the stack
-				if n, err := strconv.Atoi(fields[0]); err == nil {
-					id = n
-				}
 				break
 			}
 		}
 	}
-	return typ, id, sc.Err()
+	return typ, sc.Err()
 }
 
 // Unescape undoes mountinfo's octal escapes (\040 for a space).
@@ -73,19 +57,15 @@ func Unescape(s string) string {
 	return b.String()
 }
 
-// hasID reports whether mount id is in this namespace's mount table.
-func hasID(id int) (bool, error) {
-	data, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return false, err
-	}
-	prefix := strconv.Itoa(id) + " "
-	for _, line := range strings.Split(string(data), "\n") {
-		if strings.HasPrefix(line, prefix) {
-			return true, nil
+// mounted reports whether table (a mountinfo file's text) lists a mount of
+// the filesystem with device number dev ("major:minor").
+func mounted(table, dev string) bool {
+	for _, line := range strings.Split(table, "\n") {
+		if f := strings.Fields(line); len(f) > 2 && f[2] == dev {
+			return true
 		}
 	}
-	return false, nil
+	return false
 }
 
 // MountedElsewhere reports whether a filesystem with device number dev
@@ -111,22 +91,19 @@ func MountedElsewhere(dev string) (bool, error) {
 			continue // gone meanwhile, or not ours to look at
 		}
 		seen[ns] = true
-		data, err := os.ReadFile("/proc/" + e.Name() + "/mountinfo")
-		if err != nil {
-			continue
-		}
-		for _, line := range strings.Split(string(data), "\n") {
-			if f := strings.Fields(line); len(f) > 2 && f[2] == dev {
-				return true, nil
-			}
+		table, err := os.ReadFile("/proc/" + e.Name() + "/mountinfo")
+		if err == nil && mounted(string(table), dev) {
+			return true, nil
 		}
 	}
 	return false, nil
 }
 
-// WaitGone blocks until mount id leaves this namespace's mount table (the
-// kernel signals every change of it to poll) or done is closed.
-func WaitGone(id int, done <-chan struct{}) error {
+// WaitGone blocks until no mount of the filesystem with device number dev
+// ("major:minor", unique to it while it lives) is left in this namespace's
+// mount table (the kernel signals every change of it to poll), or done is
+// closed. Not a mount ID: those are reused, by anyone's next mount.
+func WaitGone(dev string, done <-chan struct{}) error {
 	fd, err := unix.Open("/proc/self/mountinfo", unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return err
@@ -138,11 +115,11 @@ func WaitGone(id int, done <-chan struct{}) error {
 			return nil
 		default:
 		}
-		ok, err := hasID(id)
+		table, err := os.ReadFile("/proc/self/mountinfo")
 		if err != nil {
 			return err
 		}
-		if !ok {
+		if !mounted(string(table), dev) {
 			return nil
 		}
 		// POLLPRI on a change of the table (the poll itself resets the
