@@ -13,6 +13,9 @@
 #                 stress-ng (test/e2e/stress_test.go, make stress),
 #                 e2fsprogs + btrfs-progs (reliability tests: an ext4 upper
 #                 image for fsync, a btrfs qgroup for EDQUOT),
+#                 sshfs + openssh-server (a lower on sshfs: the test runs
+#                 its own sshd on 127.0.0.1; the package's service is kept
+#                 from starting while it is installed),
 #                 ca-certificates (Go module downloads)
 #       optional: fuse-overlayfs (a failure to install it is only a warning)
 #   * staticcheck, via `go install`, into "$(go env GOPATH)/bin" (where the
@@ -25,7 +28,7 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-REQUIRED_PKGS=(fuse3 attr git tar findutils make gcc libc6-dev ca-certificates acl procps groff-base busybox-static podman runc stress-ng e2fsprogs btrfs-progs)
+REQUIRED_PKGS=(fuse3 attr git tar findutils make gcc libc6-dev ca-certificates acl procps groff-base busybox-static podman runc stress-ng e2fsprogs btrfs-progs sshfs openssh-server)
 OPTIONAL_PKGS=(fuse-overlayfs)
 STATICCHECK_PKG=honnef.co/go/tools/cmd/staticcheck
 STATICCHECK_VERSION=${STATICCHECK_VERSION:-latest}
@@ -92,6 +95,13 @@ for p in "${REQUIRED_PKGS[@]}"; do
 	is_installed "$p" || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then
+	# No service starts during the install (openssh-server's sshd would
+	# listen on every interface): policy-rc.d says no, as in containers.
+	if [ ! -e /usr/sbin/policy-rc.d ] && [ "$(id -u)" -eq 0 ]; then
+		printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+		chmod 0755 /usr/sbin/policy-rc.d
+		trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+	fi
 	apt_install "${missing[@]}" || die "could not install required package(s): ${missing[*]}"
 	for p in "${missing[@]}"; do
 		is_installed "$p" || die "package $p is still not installed after apt-get install"

@@ -75,6 +75,15 @@ func run(args []string) int {
 
 // detach starts the daemon and waits for its word.
 func detach(args []string) int {
+	// Descriptors the caller left open across exec must not live on in the
+	// daemon: one on a file in another mount would keep that mount busy
+	// for as long as the daemon runs (and two daemons holding each other's
+	// files would wait for each other after umount -l). What the daemon is
+	// given (ExtraFiles) is set up in the child after this.
+	if err := unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC); err != nil {
+		fmt.Fprintf(os.Stderr, "unionmount: %v\n", err)
+		return 1
+	}
 	r, w, err := os.Pipe()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "unionmount: %v\n", err)

@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/unionmount/unionmount/internal/testreq"
 	"golang.org/x/sys/unix"
 )
 
@@ -312,7 +313,7 @@ func TestUnmountWithNamespaceCopy(t *testing.T) {
 		t.Fatalf("namespace holder: %q, %v", line, err)
 	}
 	unmount(t, mnt)
-	if !waitProcessExit(t, h.pid, 0) {
+	if !waitProcessExit(t, h.pid, unmountTimeout) {
 		t.Errorf("daemon %d still running after unmount with a copy in another namespace", h.pid)
 	}
 	if log := readLog(h.logPath); !strings.Contains(log, "still mounted in another mount namespace") {
@@ -459,10 +460,8 @@ func TestUnionRootPivot(t *testing.T) {
 	if selftestKernel {
 		t.Skip("E2E_SELFTEST_KERNEL: runs the binary itself")
 	}
-	for _, prog := range []string{"unshare", "pivot_root", "chroot", "mount"} {
-		if _, err := exec.LookPath(prog); err != nil {
-			t.Fatalf("%s not installed: %v", prog, err)
-		}
+	for prog, pkg := range map[string]string{"unshare": "util-linux", "pivot_root": "util-linux", "chroot": "coreutils", "mount": "mount"} {
+		testreq.Program(t, prog, pkg)
 	}
 	parallelUnlessTiming(t)
 	dir := t.TempDir()
@@ -520,5 +519,50 @@ exec chroot . /bin/sh -c "$INNER"
 	reportDiff(t, "the base was written to", diffFingerprints(before, fingerprint(t, base)))
 	if typ := fsType(newroot); typ != "" {
 		t.Errorf("%s is mounted here (%s): the namespace's mounts leaked", newroot, typ)
+	}
+}
+
+// TestDaemonDropsCallersDescriptors: a descriptor the caller leaves open
+// across exec (here on a file in another union) is not kept by the daemon,
+// which would otherwise keep that other mount busy for its whole life.
+func TestDaemonDropsCallersDescriptors(t *testing.T) {
+	requireMountable(t)
+	if selftestKernel {
+		t.Skip("E2E_SELFTEST_KERNEL: about the daemon")
+	}
+	parallelUnlessTiming(t)
+	other := newStack(t, stackSpec{lowers: [][]Entry{{File("held", "held\n")}}})
+	otherMnt := mountUnion(t, other.lowers, other.upper, other.work)
+	held, err := os.Open(filepath.Join(otherMnt, "held"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+
+	s := newStack(t, stackSpec{lowers: [][]Entry{{File("f", "f\n")}}})
+	mnt := filepath.Join(t.TempDir(), "mnt")
+	if err := os.Mkdir(mnt, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(binPath, "-o", unionOptions(s.lowers, s.upper, s.work, nil), mnt)
+	// fds 3 and 4 of the command, not close-on-exec (the daemon gets its
+	// own fd 3 from the command).
+	cmd.ExtraFiles = []*os.File{held, held}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("unionmount: %v\n%s", err, out)
+	}
+	h := &mountHandle{dir: mnt, kind: "unionmount", pid: findProcess(binPath, mnt)}
+	register(t, h)
+	if h.pid == 0 {
+		t.Fatalf("no daemon for %s", mnt)
+	}
+	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", h.pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, fd := range fds {
+		if target, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", h.pid, fd.Name())); target == held.Name() {
+			t.Errorf("the daemon holds the caller's descriptor of %s as its fd %s", target, fd.Name())
+		}
 	}
 }
