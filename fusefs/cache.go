@@ -3,7 +3,6 @@ package fusefs
 import (
 	"hash/maphash"
 
-	"github.com/unionmount/unionmount/union"
 	"golang.org/x/sys/unix"
 )
 
@@ -13,8 +12,8 @@ import (
 // lower layer when its size or mtime differs from what was last reported:
 // the seeds forbid changing a lower while mounted, but then the new data
 // must show, not old pages padded with zeros.
-func (n *Node) noteLower(e *union.Entry, st *unix.Stat_t) {
-	if e.Mode != unix.S_IFREG || e.DataUpper() {
+func (n *Node) noteLower(st *unix.Stat_t) {
+	if _, data := n.un.Copied(); st.Mode&unix.S_IFMT != unix.S_IFREG || data {
 		return
 	}
 	now := uint32(maphash.Comparable(seenSeed, [3]int64{st.Size, st.Mtim.Sec, st.Mtim.Nsec})) | 1

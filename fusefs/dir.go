@@ -36,7 +36,6 @@ type dirHandle struct {
 var (
 	_ = (fs.FileReaddirenter)((*dirHandle)(nil))
 	_ = (fs.FileSeekdirer)((*dirHandle)(nil))
-	_ = (fs.FileReleasedirer)((*dirHandle)(nil))
 	_ = (fs.FileFsyncdirer)((*dirHandle)(nil))
 	_ = (fs.FileLookuper)((*dirHandle)(nil))
 )
@@ -90,9 +89,6 @@ func (d *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
 	d.next = sort.Search(len(d.list), func(i int) bool { return d.list[i].Off > off })
 	return 0
 }
-
-// Releasedir: the listing goes with the handle.
-func (d *dirHandle) Releasedir(ctx context.Context, releaseFlags uint32) {}
 
 // Lookup looks up an entry for READDIRPLUS, which hands the kernel each
 // listed name with its attributes. Looking up every file costs a stat of it

@@ -73,8 +73,7 @@ func Mount(u *union.Union, mountpoint string, o Options) (*fuse.Server, error) {
 		return nil, err
 	}
 	timeout := o.Timeout
-	m := &mount{u: u, attrTimeout: timeout}
-	m.resident.setMax(o.MaxEntries)
+	m := &mount{u: u, attrTimeout: timeout, resident: residency{max: o.MaxEntries}}
 	mounts.Store(u, m)
 	root := &Node{mount: m}
 	root.un.Init(rootEntry)

@@ -24,6 +24,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 
+	"github.com/unionmount/unionmount/internal/layer"
 	"github.com/unionmount/unionmount/union"
 )
 
@@ -76,25 +77,24 @@ var (
 	_ = (fs.NodeOnForgetter)((*Node)(nil))
 )
 
-// where returns the node's union path; ok is false when it has none: an
-// unlinked file still open, a removed directory (go-fuse would give the
-// root's path).
-func (n *Node) where() (path string, ok bool) {
+// The node is the engine's handle on its object (union.Ref).
+var _ = (union.Ref)((*Node)(nil))
+
+// UnionNode is the engine's state of the node's object.
+func (n *Node) UnionNode() *union.Node { return &n.un }
+
+// UnionPath is the node's union path, from go-fuse's tree; ok is false
+// when it has none: an unlinked file still open, a removed directory
+// (go-fuse would give the root's path).
+func (n *Node) UnionPath() (path string, ok bool) {
 	path = n.Path(nil)
 	return path, path != "" || n.IsRoot()
 }
 
-// UnionPath is where, for the engine's open files (union.Namer).
-func (n *Node) UnionPath() (string, bool) { return n.where() }
-
-// entry returns the node's union stack at its current path (ENOENT when
-// it has none: see where).
+// entry returns the node's union stack (ENOENT when it has no name).
 func (n *Node) entry() (*union.Entry, syscall.Errno) {
-	path, ok := n.where()
-	if !ok {
-		return nil, syscall.ENOENT
-	}
-	return n.u.Entry(&n.un, path), 0
+	e, err := n.u.Entry(n)
+	return e, errno(err)
 }
 
 // child registers the node for e under n, or updates the one the kernel
@@ -112,14 +112,13 @@ func (n *Node) child(ctx context.Context, e *union.Entry, st *unix.Stat_t, out *
 	id := fs.StableAttr{Mode: e.Mode, Ino: e.Ino}
 	in := n.NewInode(ctx, c, id)
 	if in.Operations() == c {
-		c.noteLower(e, st)
+		c.noteLower(st)
 		if e.Mode != unix.S_IFDIR {
 			c.counted = true
 			n.resident.add(in)
 		}
 	}
 	if old, ok := in.Operations().(*Node); ok && old != c {
-		old.noteLower(e, st)
 		if !old.un.SameObject(old.Path(nil), e) {
 			// Two visible objects with one inode number: give this name
 			// a node of its own.
@@ -135,6 +134,7 @@ func (n *Node) child(ctx context.Context, e *union.Entry, st *unix.Stat_t, out *
 			replaced := old.watchCopyUp()
 			old.un.Found(e)
 			replaced()
+			old.noteLower(st)
 		}
 	}
 	fillAttr(&out.Attr, st)
@@ -210,22 +210,11 @@ func (n *Node) lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs
 
 // Getattr reports the merged attributes.
 func (n *Node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	e, en := n.entry()
-	if en == 0 {
-		st, err := n.u.Stat(e)
-		if err == nil {
-			n.noteLower(e, &st)
-			fillAttr(&out.Attr, &st)
-			return 0
-		}
-		en = errno(err)
-	}
-	// Unlinked but still open, or a directory removed: ask an open file,
-	// or the last attributes.
-	st, err := n.u.StatUnnamed(&n.un, file(f))
+	st, err := n.u.Getattr(n, file(f))
 	if err != nil {
-		return en
+		return errno(err)
 	}
+	n.noteLower(&st)
 	fillAttr(&out.Attr, &st)
 	return 0
 }
@@ -248,14 +237,7 @@ func (n *Node) Statx(ctx context.Context, f fs.FileHandle, flags uint32, mask ui
 	if mask&unix.STATX_BTIME == 0 {
 		return 0
 	}
-	var bt unix.StatxTimestamp
-	var ok bool
-	if e, en := n.entry(); en == 0 {
-		bt, ok, _ = n.u.Btime(e)
-	} else {
-		bt, ok = n.u.BtimeUnnamed(&n.un, file(f)) // unlinked but still open
-	}
-	if ok {
+	if bt, ok := n.u.Btime(n, file(f)); ok {
 		sx.Mask |= unix.STATX_BTIME
 		sx.Btime.FromStatxTimestamp(&bt)
 	}
@@ -280,16 +262,8 @@ func (n *Node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 	}
 	a.Atime = setTime(in.Valid, fuse.FATTR_ATIME, fuse.FATTR_ATIME_NOW, in.Atime, in.Atimensec)
 	a.Mtime = setTime(in.Valid, fuse.FATTR_MTIME, fuse.FATTR_MTIME_NOW, in.Mtime, in.Mtimensec)
-	path, ok := n.where()
-	if !ok {
-		// Unlinked but still open: change an open file.
-		if err := n.u.SetAttrUnnamed(&n.un, file(f), a); err != nil {
-			return errno(err)
-		}
-		return n.Getattr(ctx, f, out)
-	}
 	replaced := n.watchCopyUp()
-	if err := n.u.SetAttr(&n.un, path, a); err != nil {
+	if err := n.u.SetAttr(n, file(f), a); err != nil {
 		replaced()
 		return errno(err)
 	}
@@ -317,15 +291,8 @@ func setTime(valid, set, now uint32, sec uint64, nsec uint32) *unix.Timespec {
 
 // Open opens the file; writing copies it up first.
 func (n *Node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
-	var f *union.File
-	var err error
-	if path, ok := n.where(); ok {
-		defer n.watchCopyUp()()
-		f, err = n.u.OpenFile(&n.un, path, int(flags), n)
-	} else {
-		// No name (opened through /proc/self/fd/N of an open file, say).
-		f, err = n.u.ReopenUnnamed(&n.un, int(flags), n)
-	}
+	defer n.watchCopyUp()()
+	f, err := n.u.OpenFile(n, int(flags))
 	if err != nil {
 		return nil, 0, errno(err)
 	}
@@ -349,7 +316,7 @@ func (n *Node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse
 	in := n.NewInode(ctx, c, fs.StableAttr{Mode: e.Mode, Ino: e.Ino})
 	fillAttr(&out.Attr, &st)
 	cn := in.Operations().(*Node)
-	return in, cn.newFile(n.u.NewFile(&cn.un, e, fd, int(flags), cn)), fuse.FOPEN_KEEP_CACHE, 0
+	return in, cn.newFile(n.u.NewFile(cn, e, fd, int(flags))), fuse.FOPEN_KEEP_CACHE, 0
 }
 
 // Create makes and opens a new regular file.
@@ -364,7 +331,7 @@ func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	}
 	child := n.child(ctx, e, &st, out)
 	cn := child.Operations().(*Node)
-	return child, cn.newFile(n.u.NewFile(&cn.un, e, fd, int(flags), cn)), fuse.FOPEN_KEEP_CACHE, 0
+	return child, cn.newFile(n.u.NewFile(cn, e, fd, int(flags))), fuse.FOPEN_KEEP_CACHE, 0
 }
 
 // OpendirHandle lists the merged directory, with "." and "..", once per
@@ -424,13 +391,9 @@ func (n *Node) Link(ctx context.Context, target fs.InodeEmbedder, name string, o
 	if !ok {
 		return nil, syscall.EXDEV
 	}
+	defer src.watchCopyUp()()
 	return n.made(ctx, out, func(pe *union.Entry) (*union.Entry, unix.Stat_t, error) {
-		if path, ok := src.where(); ok {
-			defer src.watchCopyUp()()
-			return n.u.Link(&src.un, path, pe, name)
-		}
-		// No name (O_TMPFILE, or unlinked while open): link the open file.
-		return n.u.LinkUnnamed(&src.un, pe, name)
+		return n.u.Link(src, pe, name)
 	})
 }
 
@@ -449,15 +412,8 @@ func (n *Node) made(ctx context.Context, out *fuse.EntryOut, mk func(pe *union.E
 
 // Readlink reads a symlink's target.
 func (n *Node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
-	e, en := n.entry()
-	if en != 0 {
-		return nil, en
-	}
-	t, err := n.u.Readlink(e)
-	if err != nil {
-		return nil, errno(err)
-	}
-	return []byte(t), 0
+	t, err := n.u.Readlink(n)
+	return []byte(t), errno(err)
 }
 
 // Unlink removes a non-directory, leaving a whiteout if a lower has it.
@@ -521,63 +477,30 @@ func (n *Node) engine() *union.Node {
 
 // Getxattr reads an extended attribute.
 func (n *Node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
-	var sz int
-	var err error
-	if e, en := n.entry(); en == 0 {
-		sz, err = n.u.Getxattr(e, attr, dest)
-	} else {
-		sz, err = n.u.GetxattrUnnamed(&n.un, attr, dest)
-	}
+	sz, err := n.u.Getxattr(n, attr, dest)
 	return uint32(sz), errno(err)
 }
 
 // Setxattr sets an extended attribute, copying up first.
 func (n *Node) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
-	if path, ok := n.where(); ok {
-		defer n.watchCopyUp()()
-		return errno(n.u.Setxattr(&n.un, path, attr, data, int(flags)))
-	}
-	return errno(n.u.SetxattrUnnamed(&n.un, attr, data, int(flags)))
+	defer n.watchCopyUp()()
+	return errno(n.u.Setxattr(n, attr, data, int(flags)))
 }
 
 // Removexattr removes an extended attribute, copying up first.
 func (n *Node) Removexattr(ctx context.Context, attr string) syscall.Errno {
-	if path, ok := n.where(); ok {
-		defer n.watchCopyUp()()
-		return errno(n.u.Removexattr(&n.un, path, attr))
-	}
-	return errno(n.u.RemovexattrUnnamed(&n.un, attr))
+	defer n.watchCopyUp()()
+	return errno(n.u.Removexattr(n, attr))
 }
 
 // Listxattr lists extended attribute names.
 func (n *Node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
-	var names []string
-	var err error
-	if e, en := n.entry(); en == 0 {
-		names, err = n.u.Listxattr(e)
-	} else {
-		names, err = n.u.ListxattrUnnamed(&n.un)
-	}
+	names, err := n.u.Listxattr(n)
 	if err != nil {
 		return 0, errno(err)
 	}
-	sz := 0
-	for _, s := range names {
-		sz += len(s) + 1
-	}
-	if len(dest) == 0 {
-		return uint32(sz), 0
-	}
-	if len(dest) < sz {
-		return uint32(sz), syscall.ERANGE
-	}
-	off := 0
-	for _, s := range names {
-		off += copy(dest[off:], s)
-		dest[off] = 0
-		off++
-	}
-	return uint32(sz), 0
+	sz, err := layer.PackNames(names, dest)
+	return uint32(sz), errno(err)
 }
 
 // Statfs reports the upper filesystem's space.

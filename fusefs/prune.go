@@ -17,19 +17,12 @@ import (
 // handed back (mounts may sit on them; there are few).
 type residency struct {
 	mu    sync.Mutex
-	max   int
+	max   int         // 0: no bound
 	queue []*fs.Inode // in creation order, from head on
 	head  int
 	off   bool // the kernel cannot prune
 	// live counts the file nodes the kernel has not forgotten.
 	live int
-}
-
-// setMax sets the bound (0: none).
-func (r *residency) setMax(n int) {
-	r.mu.Lock()
-	r.max = n
-	r.mu.Unlock()
 }
 
 // pruneBatch is how many nodes one notification hands back.

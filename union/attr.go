@@ -70,10 +70,8 @@ func (u *Union) Stat(e *Entry) (unix.Stat_t, error) {
 	return st, nil
 }
 
-// Btime returns the birth time of e's visible object, the real file's as
-// kernel overlayfs reports it (a copy's is the time of its copy-up); ok is
-// false where its filesystem keeps none.
-func (u *Union) Btime(e *Entry) (t unix.StatxTimestamp, ok bool, err error) {
+// btime returns the birth time of e's visible object (see Btime).
+func (u *Union) btime(e *Entry) (t unix.StatxTimestamp, ok bool, err error) {
 	l, p := u.top(e)
 	sx, err := l.Statx(p, unix.STATX_BTIME)
 	if err != nil {
@@ -95,8 +93,12 @@ func (u *Union) SyncDir(e *Entry) error {
 	return unix.Fsync(fd)
 }
 
-// Readlink returns the target of symlink e.
-func (u *Union) Readlink(e *Entry) (string, error) {
+// Readlink returns the target of r's object, a symlink.
+func (u *Union) Readlink(r Ref) (string, error) {
+	e, err := u.Entry(r)
+	if err != nil {
+		return "", err
+	}
 	l, p := u.top(e)
 	t, err := l.Readlink(p)
 	if errors.Is(err, unix.EINVAL) {

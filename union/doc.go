@@ -11,8 +11,9 @@
 //     and Resolve: the stack walked top down honouring whiteouts, opaque and
 //     redirected directories.
 //   - node.go: Node, the engine's state of one object between requests
-//     (for the FUSE adapter, one per inode), and the operations that change
-//     an object: each keeps the node up to date itself.
+//     (for the FUSE adapter, one per inode); Ref, a caller's handle on an
+//     object (its node and where it is now); the operations on a Ref, each
+//     of which keeps the node up to date itself.
 //   - file.go: File, an open file that follows its object: to the upper
 //     copy after a copy-up, from the data below a metadata-only copy to the
 //     complete copy at its first write.

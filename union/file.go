@@ -26,7 +26,7 @@ import (
 type File struct {
 	u    *Union
 	node *Node
-	name Namer
+	ref  Ref // where the object is now
 
 	mu sync.RWMutex
 	fd int
@@ -46,18 +46,16 @@ type File struct {
 	retired []int
 }
 
-// A Namer gives the current union path of an open file's object: renames
-// of its ancestors change it. ok is false when the object has no name any
-// more (unlinked while open).
-type Namer interface {
-	UnionPath() (path string, ok bool)
-}
-
-// OpenFile opens n's object at path with flags: opening for writing or
-// with O_TRUNC copies it up first (see Open), where a metadata-only copy
-// can stand in it copies no data until the first write. name gives the
-// object's path later on.
-func (u *Union) OpenFile(n *Node, path string, flags int, name Namer) (*File, error) {
+// OpenFile opens r's object with flags: opening for writing or with
+// O_TRUNC copies it up first (see Open); where a metadata-only copy can
+// stand in it copies no data until the first write. An object with no
+// name is opened again through an open file's descriptor.
+func (u *Union) OpenFile(r Ref, flags int) (*File, error) {
+	n := r.UnionNode()
+	path, ok := r.UnionPath()
+	if !ok {
+		return u.reopenUnnamed(r, flags)
+	}
 	write := flags&unix.O_ACCMODE != unix.O_RDONLY
 	e := u.entryOf(n, path, write || flags&unix.O_TRUNC != 0)
 	if write {
@@ -68,7 +66,7 @@ func (u *Union) OpenFile(n *Node, path string, flags int, name Namer) (*File, er
 			return nil, err
 		}
 		if ok {
-			return u.newFile(n, name, wfd, rfd, flags, false), nil
+			return u.newFile(r, wfd, rfd, flags, false), nil
 		}
 	}
 	fd, err := u.Open(e, flags)
@@ -76,19 +74,20 @@ func (u *Union) OpenFile(n *Node, path string, flags int, name Namer) (*File, er
 	if err != nil {
 		return nil, err
 	}
-	return u.NewFile(n, e, fd, flags, name), nil
+	return u.NewFile(r, e, fd, flags), nil
 }
 
 // NewFile makes fd, just opened with flags on e's data (by Create,
-// Tmpfile), an open file of n.
-func (u *Union) NewFile(n *Node, e *Entry, fd, flags int, name Namer) *File {
+// Tmpfile), an open file of r's object.
+func (u *Union) NewFile(r Ref, e *Entry, fd, flags int) *File {
 	// Through the index, a name still below reads the upper inode already.
-	return u.newFile(n, name, fd, -1, flags, !e.DataUpper() && !u.ThroughIndex(e))
+	return u.newFile(r, fd, -1, flags, !e.DataUpper() && !u.ThroughIndex(e))
 }
 
-// newFile registers a new open file of n.
-func (u *Union) newFile(n *Node, name Namer, fd, dataFd, flags int, below bool) *File {
-	f := &File{u: u, node: n, name: name, fd: fd, below: below, dataFd: dataFd, flags: flags}
+// newFile registers a new open file of r's object.
+func (u *Union) newFile(r Ref, fd, dataFd, flags int, below bool) *File {
+	n := r.UnionNode()
+	f := &File{u: u, node: n, ref: r, fd: fd, below: below, dataFd: dataFd, flags: flags}
 	f.seen.Store(u.copyUpGen())
 	n.mu.Lock()
 	if n.files == nil {
@@ -147,14 +146,14 @@ func (f *File) follow() error {
 	f.mu.RLock()
 	watch := f.below || f.dataFd >= 0
 	f.mu.RUnlock()
-	path, named := f.name.UnionPath()
+	path, named := f.ref.UnionPath()
 	if !watch || !named {
 		// Nothing to follow, or no name any more: nothing can copy the
 		// object up.
 		f.seen.Store(gen)
 		return nil
 	}
-	e := f.u.Entry(f.node, path)
+	e := f.u.entryOf(f.node, path, false)
 	if !e.DataUpper() && !f.u.ThroughIndex(e) {
 		f.seen.Store(gen)
 		return nil
@@ -290,8 +289,8 @@ func (f *File) completeData() error {
 	if !pending {
 		return nil
 	}
-	if path, named := f.name.UnionPath(); named {
-		err := f.u.CopyUpData(f.node, path)
+	if path, named := f.ref.UnionPath(); named {
+		err := f.u.copyUpData(f.node, path)
 		if err == nil {
 			return f.follow()
 		}

@@ -8,20 +8,22 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// name is a fixed Namer for tests.
-type name struct {
+// ref is a Ref at a fixed path, for tests.
+type ref struct {
+	n     *Node
 	path  string
 	named bool
 }
 
-func (n *name) UnionPath() (string, bool) { return n.path, n.named }
+func (r *ref) UnionNode() *Node          { return r.n }
+func (r *ref) UnionPath() (string, bool) { return r.path, r.named }
 
-// nodeAt returns a node for union path p.
-func nodeAt(t *testing.T, u *Union, p string) *Node {
+// refAt returns a new node's Ref for union path p.
+func refAt(t *testing.T, u *Union, p string) *ref {
 	t.Helper()
 	n := &Node{}
 	n.Init(resolve(t, u, p))
-	return n
+	return &ref{n, p, true}
 }
 
 func readFile(t *testing.T, f *File) string {
@@ -35,11 +37,11 @@ func readFile(t *testing.T, f *File) string {
 // A file opened read-only on a lower file reads the upper copy once its
 // object is copied up through another open file (SPEC §5).
 func TestFileFollowsCopyUp(t *testing.T) {
-	_, u, n, at, r := openLower(t, false, unix.O_RDONLY)
+	_, u, at, r := openLower(t, false, unix.O_RDONLY)
 	if r.Fixed() {
 		t.Error("a file open on a lower file says its descriptor is final")
 	}
-	w, err := u.OpenFile(n, "f", unix.O_WRONLY|unix.O_TRUNC, at)
+	w, err := u.OpenFile(at, unix.O_WRONLY|unix.O_TRUNC)
 	must(t, err)
 	defer w.Close()
 	if _, err := w.WriteAt([]byte("new!"), 0); err != nil {
@@ -53,9 +55,9 @@ func TestFileFollowsCopyUp(t *testing.T) {
 // A file that cannot follow its object's copy-up fails the read that
 // needed it, rather than going on reading the lower file.
 func TestFileFollowFailureIsAnError(t *testing.T) {
-	fx, u, n, _, r := openLower(t, false, unix.O_RDONLY)
+	fx, u, at, r := openLower(t, false, unix.O_RDONLY)
 	mode := uint32(0o600)
-	must(t, u.SetAttr(n, "f", SetAttr{Mode: &mode}))
+	must(t, u.SetAttr(at, nil, SetAttr{Mode: &mode}))
 	// The copy is gone behind the engine's back, something else in its place.
 	must(t, os.Remove(fx.upper+"/f"))
 	must(t, os.Mkdir(fx.upper+"/f", 0o755))
@@ -66,26 +68,26 @@ func TestFileFollowFailureIsAnError(t *testing.T) {
 
 // openLower opens lower file "f" (holding "lower data") with flags, in a
 // union with metacopy as given.
-func openLower(t *testing.T, metaCopy bool, flags int) (*fixture, *Union, *Node, *name, *File) {
+func openLower(t *testing.T, metaCopy bool, flags int) (*fixture, *Union, *ref, *File) {
 	t.Helper()
 	fx := newFixture(t, 1)
 	write(t, fx.lowers[0]+"/f", "lower data")
 	u, err := New(Config{Lowers: fx.lowers, Upper: fx.upper, Work: fx.work, MetaCopy: metaCopy})
 	must(t, err)
 	t.Cleanup(func() { u.Close() })
-	n, at := nodeAt(t, u, "f"), &name{"f", true}
-	f, err := u.OpenFile(n, "f", flags, at)
+	at := refAt(t, u, "f")
+	f, err := u.OpenFile(at, flags)
 	must(t, err)
 	t.Cleanup(func() { f.Close() })
-	return fx, u, n, at, f
+	return fx, u, at, f
 }
 
 // A write-open of a metadata-only copy reads the data below until its
 // first write, which completes the copy; another file open the same way
 // then reads and writes the complete copy.
 func TestFileCompletesMetaCopyOnFirstWrite(t *testing.T) {
-	fx, u, n, at, a := openLower(t, true, unix.O_RDWR)
-	b, err := u.OpenFile(n, "f", unix.O_RDWR, at)
+	fx, u, at, a := openLower(t, true, unix.O_RDWR)
+	b, err := u.OpenFile(at, unix.O_RDWR)
 	must(t, err)
 	defer b.Close()
 	if _, err := unix.Getxattr(fx.upper+"/f", "trusted.overlay.metacopy", nil); err != nil {
@@ -114,7 +116,7 @@ func TestFileCompletesMetaCopyOnFirstWrite(t *testing.T) {
 // A metadata-only copy open for writing whose name was removed is
 // completed from the data it was reading, in the open file itself.
 func TestFileUnnamedMetaCopyWrite(t *testing.T) {
-	_, u, n, at, f := openLower(t, true, unix.O_RDWR)
+	_, u, at, f := openLower(t, true, unix.O_RDWR)
 	must(t, u.Unlink(resolve(t, u, ""), "f"))
 	at.named = false
 	if _, err := f.WriteAt([]byte("L"), 0); err != nil {
@@ -123,7 +125,7 @@ func TestFileUnnamedMetaCopyWrite(t *testing.T) {
 	if got := readFile(t, f); got != "Lower data" {
 		t.Errorf("unlinked file reads %q after a write", got)
 	}
-	st, err := u.StatUnnamed(n, nil)
+	st, err := u.Getattr(at, nil)
 	must(t, err)
 	if st.Nlink != 0 || st.Size != 10 {
 		t.Errorf("unlinked file: nlink %d size %d, want 0 and 10", st.Nlink, st.Size)
@@ -138,11 +140,11 @@ func TestFileFollowsCopyUpOfAnotherName(t *testing.T) {
 	write(t, fx.lowers[0]+"/f", "old")
 	must(t, os.Link(fx.lowers[0]+"/f", fx.lowers[0]+"/g"))
 	u := fx.open(t)
-	n := nodeAt(t, u, "f") // the names share one node, as in fusefs
-	r, err := u.OpenFile(n, "f", unix.O_RDONLY, &name{"f", true})
+	at := refAt(t, u, "f") // the names share one node, as in fusefs
+	r, err := u.OpenFile(at, unix.O_RDONLY)
 	must(t, err)
 	defer r.Close()
-	w, err := u.OpenFile(n, "g", unix.O_WRONLY|unix.O_TRUNC, &name{"g", true})
+	w, err := u.OpenFile(&ref{at.n, "g", true}, unix.O_WRONLY|unix.O_TRUNC)
 	must(t, err)
 	defer w.Close()
 	if _, err := w.WriteAt([]byte("new!"), 0); err != nil {

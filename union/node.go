@@ -149,11 +149,29 @@ func (n *Node) SameObject(path string, e *Entry) bool {
 	return path == e.Path
 }
 
-// Entry returns n's union stack at path. An object may have been copied up
-// through another node (as the parent of a new file): if any copy-up
-// happened since the node last looked, it looks again. A node of a lower
-// file with several names looks every time.
-func (u *Union) Entry(n *Node, path string) *Entry { return u.entryOf(n, path, false) }
+// A Ref is a caller's handle on a union object: the engine's state of it,
+// and where it is now (renames of its ancestors change that; the caller
+// knows it, as go-fuse's tree does).
+type Ref interface {
+	// UnionNode is the engine's state of the object.
+	UnionNode() *Node
+	// UnionPath is the object's current union path; ok is false when it
+	// has none any more (unlinked while open, or removed).
+	UnionPath() (path string, ok bool)
+}
+
+// Entry returns r's union stack at its path; ENOENT when it has no name.
+// An object may have been copied up through another node (as the parent
+// of a new file): if any copy-up happened since the node last looked, it
+// looks again. A node of a lower file with several names looks every
+// time.
+func (u *Union) Entry(r Ref) (*Entry, error) {
+	path, ok := r.UnionPath()
+	if !ok {
+		return nil, unix.ENOENT
+	}
+	return u.entryOf(r.UnionNode(), path, false), nil
+}
 
 // entryOf is Entry for a call that copies the object up before it changes
 // it (change true): a copy-up checks itself, under its lock, whether it
@@ -187,48 +205,115 @@ func (n *Node) learn(e *Entry) {
 	n.mu.Unlock()
 }
 
-// The operations that change a node's object: each looks at the node's
-// stack, changes the object (copying it up first), and keeps in the node
-// what it found out.
+// The operations on a Ref's object. Those that change it look at the
+// node's stack, change the object (copying it up first), and keep in the
+// node what they found out. An object with no name is served through its
+// open files (see unnamed.go); f, if not nil, is the one the request came
+// through.
 
-// SetAttr changes attributes of n's object at path, copying it up first
-// (for a size change only the bytes that remain are copied).
-func (u *Union) SetAttr(n *Node, path string, a SetAttr) error {
+// Getattr returns the attributes of r's object (see Stat).
+func (u *Union) Getattr(r Ref, f *File) (unix.Stat_t, error) {
+	e, err := u.Entry(r)
+	if err == nil {
+		st, serr := u.Stat(e)
+		if serr == nil {
+			return st, nil
+		}
+		err = serr
+	}
+	st, uerr := u.statUnnamed(r.UnionNode(), f)
+	if uerr != nil {
+		return st, err
+	}
+	return st, nil
+}
+
+// Btime returns the birth time of r's object, the real file's as kernel
+// overlayfs reports it (a copy's is the time of its copy-up); ok is false
+// where its filesystem keeps none.
+func (u *Union) Btime(r Ref, f *File) (t unix.StatxTimestamp, ok bool) {
+	e, err := u.Entry(r)
+	if err != nil {
+		return u.btimeUnnamed(r.UnionNode(), f)
+	}
+	t, ok, _ = u.btime(e)
+	return t, ok
+}
+
+// SetAttr changes attributes of r's object, copying it up first (for a
+// size change only the bytes that remain are copied).
+func (u *Union) SetAttr(r Ref, f *File, a SetAttr) error {
+	n := r.UnionNode()
+	path, ok := r.UnionPath()
+	if !ok {
+		return u.setAttrUnnamed(n, f, a)
+	}
 	e := u.entryOf(n, path, true)
 	err := u.setAttr(e, a)
 	n.learn(e)
 	return err
 }
 
-// Setxattr sets xattr name of n's object at path after copying it up.
-func (u *Union) Setxattr(n *Node, path, name string, value []byte, flags int) error {
-	e := u.entryOf(n, path, false)
-	err := u.setxattr(e, name, value, flags)
+// Getxattr reads xattr name of r's object; overlay's own attributes do not
+// exist for users.
+func (u *Union) Getxattr(r Ref, name string, dest []byte) (int, error) {
+	e, err := u.Entry(r)
+	if err != nil {
+		return u.getxattrUnnamed(r.UnionNode(), name, dest)
+	}
+	return u.getxattr(e, name, dest)
+}
+
+// Listxattr lists the xattr names of r's object, without overlay's own.
+func (u *Union) Listxattr(r Ref) ([]string, error) {
+	e, err := u.Entry(r)
+	if err != nil {
+		return u.listxattrUnnamed(r.UnionNode())
+	}
+	return u.listxattr(e)
+}
+
+// Setxattr sets xattr name of r's object after copying it up.
+func (u *Union) Setxattr(r Ref, name string, value []byte, flags int) error {
+	n := r.UnionNode()
+	e, err := u.Entry(r)
+	if err != nil {
+		return u.setxattrUnnamed(n, name, value, flags)
+	}
+	err = u.setxattr(e, name, value, flags)
 	n.learn(e)
 	return err
 }
 
-// Removexattr removes xattr name of n's object at path, copying it up
-// only if it has it.
-func (u *Union) Removexattr(n *Node, path, name string) error {
-	e := u.entryOf(n, path, false)
-	err := u.removexattr(e, name)
+// Removexattr removes xattr name of r's object, copying it up only if it
+// has it.
+func (u *Union) Removexattr(r Ref, name string) error {
+	n := r.UnionNode()
+	e, err := u.Entry(r)
+	if err != nil {
+		return u.removexattrUnnamed(n, name)
+	}
+	err = u.removexattr(e, name)
 	n.learn(e)
 	return err
 }
 
-// Link makes a hard link name in parent to n's object at path, copying it
-// up first.
-func (u *Union) Link(n *Node, path string, parent *Entry, name string) (*Entry, unix.Stat_t, error) {
-	src := u.entryOf(n, path, false)
+// Link makes a hard link name in parent to r's object, copying it up
+// first (or, with no name, to its open file: linkat of an O_TMPFILE file).
+func (u *Union) Link(r Ref, parent *Entry, name string) (*Entry, unix.Stat_t, error) {
+	n := r.UnionNode()
+	src, err := u.Entry(r)
+	if err != nil {
+		return u.linkUnnamed(n, parent, name)
+	}
 	e, st, err := u.link(src, parent, name)
 	n.learn(src)
 	return e, st, err
 }
 
-// CopyUpData copies up the data of n's object at path, if it is not in
+// copyUpData copies up the data of n's object at path, if it is not in
 // upper yet (a metadata-only copy is completed).
-func (u *Union) CopyUpData(n *Node, path string) error {
+func (u *Union) copyUpData(n *Node, path string) error {
 	e := u.entryOf(n, path, false)
 	_, err := u.copyUp(e, copyReq{size: All})
 	n.learn(e)

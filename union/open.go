@@ -137,13 +137,13 @@ func (u *Union) upperObject(p string, mode uint32) (int, error) {
 	return fd, nil
 }
 
-// openDeferred opens e for writing without copying its data up yet, where a
-// metadata-only copy can stand in until the first write (open without
-// O_TRUNC or O_APPEND of a lower regular file with one name, metacopy on): it returns a
-// writable descriptor of the upper file and a read-only one of the data
-// below. Before writing through wfd the caller must complete the copy
-// (CopyUpData); until then reads must use rfd (see File). ok is false where this does not apply; the caller
-// then opens with Open.
+// openDeferred opens e for writing without copying its data up yet, where
+// a metadata-only copy can stand in until the first write (open without
+// O_TRUNC or O_APPEND of a lower regular file with one name, metacopy on):
+// it returns a writable descriptor of the upper file and a read-only one
+// of the data below. Before writing through wfd the caller must complete
+// the copy (copyUpData); until then reads must use rfd (see File). ok is
+// false where this does not apply; the caller then opens with Open.
 func (u *Union) openDeferred(e *Entry, flags int) (wfd, rfd int, ok bool, err error) {
 	// O_APPEND is there to write: copying the data at once costs one build
 	// instead of two.

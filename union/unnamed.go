@@ -29,10 +29,10 @@ func (n *Node) anyFile(f *File) *File {
 	return nil
 }
 
-// StatUnnamed returns the attributes of n's object through an open file,
+// statUnnamed returns the attributes of n's object through an open file,
 // or, for a directory removed while the kernel still holds it, its last
 // attributes (see keepRemoved).
-func (u *Union) StatUnnamed(n *Node, f *File) (unix.Stat_t, error) {
+func (u *Union) statUnnamed(n *Node, f *File) (unix.Stat_t, error) {
 	if st, ok := u.removed.Load(n); ok {
 		return st.(unix.Stat_t), nil
 	}
@@ -58,9 +58,9 @@ func (u *Union) StatUnnamed(n *Node, f *File) (unix.Stat_t, error) {
 	return st, nil
 }
 
-// BtimeUnnamed returns the birth time of n's object through an open
+// btimeUnnamed returns the birth time of n's object through an open
 // file; ok is false where there is none, or its filesystem keeps none.
-func (u *Union) BtimeUnnamed(n *Node, f *File) (t unix.StatxTimestamp, ok bool) {
+func (u *Union) btimeUnnamed(n *Node, f *File) (t unix.StatxTimestamp, ok bool) {
 	if f = n.anyFile(f); f == nil {
 		return t, false
 	}
@@ -81,7 +81,7 @@ func (u *Union) keepRemoved(parent *Entry, name string, n *Node) func(err error)
 	if n == nil {
 		return func(error) {}
 	}
-	e := u.Entry(n, layer.Join(parent.Path, name))
+	e := u.entryOf(n, layer.Join(parent.Path, name), false)
 	if !e.IsDir() {
 		return func(error) {}
 	}
@@ -97,8 +97,8 @@ func (u *Union) keepRemoved(parent *Entry, name string, n *Node) func(err error)
 // Forget drops what the engine keeps of n once its caller forgets it.
 func (u *Union) Forget(n *Node) { u.removed.Delete(n) }
 
-// SetAttrUnnamed changes attributes of n's object through an open file.
-func (u *Union) SetAttrUnnamed(n *Node, f *File, a SetAttr) error {
+// setAttrUnnamed changes attributes of n's object through an open file.
+func (u *Union) setAttrUnnamed(n *Node, f *File, a SetAttr) error {
 	if f = n.anyFile(f); f == nil {
 		return unix.ENOENT
 	}
@@ -118,8 +118,8 @@ func (u *Union) SetAttrUnnamed(n *Node, f *File, a SetAttr) error {
 	return a.Apply(f.fd, unix.S_IFREG)
 }
 
-// GetxattrUnnamed reads xattr name of n's object through an open file.
-func (u *Union) GetxattrUnnamed(n *Node, name string, dest []byte) (int, error) {
+// getxattrUnnamed reads xattr name of n's object through an open file.
+func (u *Union) getxattrUnnamed(n *Node, name string, dest []byte) (int, error) {
 	var sz int
 	err := u.xattrUnnamed(n, name, false, func(fd int) (err error) {
 		sz, err = unix.Fgetxattr(fd, name, dest)
@@ -128,9 +128,9 @@ func (u *Union) GetxattrUnnamed(n *Node, name string, dest []byte) (int, error) 
 	return sz, err
 }
 
-// ListxattrUnnamed lists the xattr names of n's object through an open
+// listxattrUnnamed lists the xattr names of n's object through an open
 // file, without overlay's own.
-func (u *Union) ListxattrUnnamed(n *Node) ([]string, error) {
+func (u *Union) listxattrUnnamed(n *Node) ([]string, error) {
 	var names []string
 	err := u.xattrUnnamed(n, "", false, func(fd int) error {
 		all, err := layer.ListxattrFd(fd)
@@ -144,13 +144,13 @@ func (u *Union) ListxattrUnnamed(n *Node) ([]string, error) {
 	return names, err
 }
 
-// SetxattrUnnamed sets xattr name of n's object through an open file.
-func (u *Union) SetxattrUnnamed(n *Node, name string, value []byte, flags int) error {
+// setxattrUnnamed sets xattr name of n's object through an open file.
+func (u *Union) setxattrUnnamed(n *Node, name string, value []byte, flags int) error {
 	return u.xattrUnnamed(n, name, true, func(fd int) error { return unix.Fsetxattr(fd, name, value, flags) })
 }
 
-// RemovexattrUnnamed removes xattr name of n's object through an open file.
-func (u *Union) RemovexattrUnnamed(n *Node, name string) error {
+// removexattrUnnamed removes xattr name of n's object through an open file.
+func (u *Union) removexattrUnnamed(n *Node, name string) error {
 	return u.xattrUnnamed(n, name, true, func(fd int) error { return unix.Fremovexattr(fd, name) })
 }
 
@@ -180,9 +180,9 @@ func (u *Union) xattrUnnamed(n *Node, name string, write bool, op func(fd int) e
 	return op(f.fd)
 }
 
-// LinkUnnamed gives n's object, which has no name, the name name in
+// linkUnnamed gives n's object, which has no name, the name name in
 // parent (linkat of an O_TMPFILE file).
-func (u *Union) LinkUnnamed(n *Node, parent *Entry, name string) (*Entry, unix.Stat_t, error) {
+func (u *Union) linkUnnamed(n *Node, parent *Entry, name string) (*Entry, unix.Stat_t, error) {
 	f := n.anyFile(nil)
 	if f == nil {
 		return nil, unix.Stat_t{}, unix.ENOENT
@@ -196,10 +196,11 @@ func (u *Union) LinkUnnamed(n *Node, parent *Entry, name string) (*Entry, unix.S
 	return u.LinkFd(fd, parent, name)
 }
 
-// ReopenUnnamed opens n's object, which has no name, again (through
+// reopenUnnamed opens r's object, which has no name, again (through
 // /proc/self/fd/N of an open file, say) by reopening an open file's
 // descriptor.
-func (u *Union) ReopenUnnamed(n *Node, flags int, name Namer) (*File, error) {
+func (u *Union) reopenUnnamed(r Ref, flags int) (*File, error) {
+	n := r.UnionNode()
 	f := n.anyFile(nil)
 	if f == nil {
 		return nil, unix.ENOENT
@@ -214,7 +215,7 @@ func (u *Union) ReopenUnnamed(n *Node, flags int, name Namer) (*File, error) {
 	if err != nil {
 		return nil, err
 	}
-	return u.newFile(n, name, fd, -1, flags, below), nil
+	return u.newFile(r, fd, -1, flags, below), nil
 }
 
 // detach makes an open lower file that has no name any more changeable:

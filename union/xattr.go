@@ -7,9 +7,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Getxattr reads xattr name of e; overlay's own attributes do not exist for
+// getxattr reads xattr name of e; overlay's own attributes do not exist for
 // users.
-func (u *Union) Getxattr(e *Entry, name string, dest []byte) (int, error) {
+func (u *Union) getxattr(e *Entry, name string, dest []byte) (int, error) {
 	if u.format.IsPrivate(name) || noXattrs(e) {
 		return 0, unix.ENODATA
 	}
@@ -21,8 +21,8 @@ func (u *Union) Getxattr(e *Entry, name string, dest []byte) (int, error) {
 // but overlay's own.
 func noXattrs(e *Entry) bool { return e.Upper && e.NoXattrs && e.Index == "" && !e.IsDir() }
 
-// Listxattr lists e's xattr names, without overlay's own.
-func (u *Union) Listxattr(e *Entry) ([]string, error) {
+// listxattr lists e's xattr names, without overlay's own.
+func (u *Union) listxattr(e *Entry) ([]string, error) {
 	if noXattrs(e) {
 		return nil, nil
 	}

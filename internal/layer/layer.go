@@ -487,6 +487,29 @@ func listNames(call func(buf []byte) (int, error)) ([]string, error) {
 	}
 }
 
+// PackNames puts names into dest as listxattr(2) returns them: each
+// followed by a NUL. It returns the size the list takes; with an empty
+// dest it only measures, and a dest too small is ERANGE.
+func PackNames(names []string, dest []byte) (int, error) {
+	size := 0
+	for _, s := range names {
+		size += len(s) + 1
+	}
+	if len(dest) == 0 {
+		return size, nil
+	}
+	if len(dest) < size {
+		return size, unix.ERANGE
+	}
+	off := 0
+	for _, s := range names {
+		off += copy(dest[off:], s)
+		dest[off] = 0
+		off++
+	}
+	return size, nil
+}
+
 // Setxattr sets attribute attr of rel.
 func (l *Layer) Setxattr(rel, attr string, data []byte, flags int) error {
 	return l.at(rel, func(dirfd int, name string) error {

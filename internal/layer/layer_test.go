@@ -250,6 +250,16 @@ func TestXattrs(t *testing.T) {
 	if !slices.Contains(names, "user.test") {
 		t.Errorf("Listxattr = %v", names)
 	}
+	buf := make([]byte, 64)
+	if sz, err := PackNames([]string{"user.a", "user.bc"}, buf); err != nil || string(buf[:sz]) != "user.a\x00user.bc\x00" {
+		t.Errorf("PackNames = %q, %v", buf[:sz], err)
+	}
+	if sz, err := PackNames([]string{"user.a"}, nil); err != nil || sz != 7 {
+		t.Errorf("PackNames measuring = %d, %v; want 7", sz, err)
+	}
+	if _, err := PackNames([]string{"user.a"}, buf[:3]); !errors.Is(err, unix.ERANGE) {
+		t.Errorf("PackNames into too small a buffer: %v, want ERANGE", err)
+	}
 	must(t, l.Removexattr("d", "user.test"))
 	if _, err := l.Getxattr("d", "user.test", nil); !errors.Is(err, unix.ENODATA) {
 		t.Errorf("after Removexattr: %v, want ENODATA", err)
