@@ -25,8 +25,8 @@ type mountConfig struct {
 	// files through the daemon, as on a rootless mount).
 	noPassthrough bool
 	mountpoint    string
-	// redirectSet and metacopySet: the options were given explicitly.
-	redirectSet, metacopySet bool
+	// redirectSet: redirect_dir was given explicitly.
+	redirectSet bool
 	// mountFlags are the generic options that become mount flags (dev,
 	// nosuid, ...), in the order given.
 	mountFlags []string
@@ -34,7 +34,7 @@ type mountConfig struct {
 
 func defaultConfig() mountConfig {
 	return mountConfig{
-		union:      union.Config{RedirectDir: true, WhiteoutFiles: true, MetaCopy: true},
+		union:      union.Config{RedirectDir: true, WhiteoutFiles: true},
 		timeout:    30 * time.Second,
 		maxEntries: fusefs.DefaultMaxEntries,
 	}
@@ -89,12 +89,12 @@ var options = []option{
 			c.redirectSet = true
 			return nil
 		}},
-	{name: "userxattr", help: "keep metadata in user.overlay.* (default when not root;\nthen redirect_dir and metacopy default to off, as the\nkernel reads neither with userxattr)",
+	{name: "userxattr", help: "keep metadata in user.overlay.* (default when not root;\nthen redirect_dir defaults to off, as the kernel\nfollows no redirect with userxattr)",
 		set: func(c *mountConfig, _, _ string) error { c.union.UserXattr = true; return nil }},
 	{name: "whiteout_files", arg: "on|off", help: "read .wh.NAME whiteouts in lowers (default on)",
 		set: onOffOption("whiteout_files", func(c *mountConfig, on bool) { c.union.WhiteoutFiles = on })},
-	{name: "metacopy", arg: "on|off", help: "chmod/chown/utimes/xattrs of lower files copy no data (default on)",
-		set: onOffOption("metacopy", func(c *mountConfig, on bool) { c.union.MetaCopy, c.metacopySet = on, true })},
+	{name: "metacopy", arg: "on|off", help: "chmod/chown/utimes/xattrs of lower files copy no data\n(default off, as the kernel: other readers of the upper\nneed metacopy=on)",
+		set: onOffOption("metacopy", func(c *mountConfig, on bool) { c.union.MetaCopy = on })},
 	{name: "volatile", help: "do not fsync copied-up data (as fsync=0)",
 		set: func(c *mountConfig, _, _ string) error { c.union.NoFsync = true; return nil }},
 	{name: "fsync", arg: "0|1", help: "0: do not fsync copied-up data (default 1)",
@@ -350,13 +350,10 @@ func parseArgs(args []string) (mountConfig, error) {
 		return c, errors.New("option lowerdir is required")
 	}
 	if c.union.UserXattr || os.Geteuid() != 0 {
-		// Kernel overlayfs follows no redirect and no metacopy with
-		// userxattr: by default, write none it could not read.
+		// Kernel overlayfs follows no redirect with userxattr: by
+		// default, write none it could not read.
 		if !c.redirectSet {
 			c.union.RedirectDir = false
-		}
-		if !c.metacopySet {
-			c.union.MetaCopy = false
 		}
 	}
 	if c.readOnly && c.union.Upper != "" {

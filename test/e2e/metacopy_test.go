@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"testing"
 
@@ -46,7 +47,7 @@ func TestMetaCopyInterop(t *testing.T) {
 
 	// unionmount writes it, the kernel reads it.
 	l, u, w := mk()
-	mnt := mountUnion(t, []string{l}, u, w)
+	mnt := mountUnion(t, []string{l}, u, w, "metacopy=on")
 	if err := os.Chmod(filepath.Join(mnt, "f"), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -71,7 +72,7 @@ func TestMetaCopyInterop(t *testing.T) {
 		t.Fatal(err)
 	}
 	unmount(t, kmnt)
-	mnt = mountUnion(t, []string{l}, u, w)
+	mnt = mountUnion(t, []string{l}, u, w, "metacopy=on")
 	check("unionmount on kernel overlayfs's metacopy upper", mnt, 0o640)
 	fh, err := os.OpenFile(filepath.Join(mnt, "f"), os.O_WRONLY|os.O_APPEND, 0)
 	if err != nil {
@@ -101,7 +102,7 @@ func TestOpenForWriteCopiesDataOnlyWhenWritten(t *testing.T) {
 		File("touched", string(bytes.Repeat([]byte("t"), 1<<20))),
 		File("rw", "0123456789"),
 	}}})
-	mnt := mountUnion(t, s.lowers, s.upper, s.work)
+	mnt := mountUnion(t, s.lowers, s.upper, s.work, "metacopy=on")
 	sh(t, mnt, "touch -d @1000000000 touched")
 	var st unix.Stat_t
 	if err := unix.Lstat(filepath.Join(s.upper, "touched"), &st); err != nil {
@@ -140,5 +141,55 @@ func TestOpenForWriteCopiesDataOnlyWhenWritten(t *testing.T) {
 	}
 	if _, err := unix.Getxattr(filepath.Join(s.upper, "rw"), "trusted.overlay.metacopy", nil); err == nil {
 		t.Error("metacopy mark left after a write")
+	}
+}
+
+// TestDefaultUpperReadsEverywhere: with the default options, chmod, chown
+// and setxattr of lower files copy their data up (metacopy is off by
+// default, as in the kernel), so kernel overlayfs with its default
+// metacopy=off and fuse-overlayfs read the same contents from the upper
+// unionmount wrote, not EPERM or zero bytes.
+func TestDefaultUpperReadsEverywhere(t *testing.T) {
+	requireMountable(t)
+	t.Parallel()
+	contents := map[string]string{"chmodded": "chmod data\n", "chowned": "chown data\n", "xattred": "xattr data\n"}
+	var lower []Entry
+	for name, data := range contents {
+		lower = append(lower, File(name, data))
+	}
+	s := newStack(t, stackSpec{lowers: [][]Entry{lower}})
+	mnt := mountUnion(t, s.lowers, s.upper, s.work)
+	if err := os.Chmod(filepath.Join(mnt, "chmodded"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(filepath.Join(mnt, "chowned"), 5, 5); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Setxattr(filepath.Join(mnt, "xattred"), "user.x", []byte("1"), 0); err != nil {
+		t.Fatal(err)
+	}
+	unmount(t, mnt)
+	for name := range contents {
+		if hasOverlayXattr(filepath.Join(s.upper, name), "metacopy") {
+			t.Errorf("%s: the default mount wrote a metadata-only copy", name)
+		}
+	}
+	readers := map[string]func() string{
+		"kernel overlayfs (metacopy=off)": func() string { return mountKernel(t, s.lowers, s.upper, s.work) },
+	}
+	if _, err := exec.LookPath("fuse-overlayfs"); err == nil {
+		readers["fuse-overlayfs"] = func() string { return mountFuseOverlayfs(t, s.lowers, s.upper, s.work) }
+	} else {
+		t.Log("fuse-overlayfs not installed: only kernel overlayfs reads the upper")
+	}
+	for who, mount := range readers {
+		m := mount()
+		for name, want := range contents {
+			got, err := os.ReadFile(filepath.Join(m, name))
+			if err != nil || string(got) != want {
+				t.Errorf("%s reads %s as %q, %v; want %q", who, name, got, err, want)
+			}
+		}
+		unmount(t, m)
 	}
 }

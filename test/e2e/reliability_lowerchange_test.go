@@ -40,7 +40,7 @@ func TestLowerChangedWhileMounted(t *testing.T) {
 		Dir("opq"), File("opq/x", "x\n"),
 		Dir("dir"), File("dir/old", "old\n"),
 	}}})
-	mnt := mountUnion(t, s.lowers, s.upper, s.work, "timeout=1")
+	mnt := mountUnion(t, s.lowers, s.upper, s.work, "timeout=1", "metacopy=on")
 	m := func(rel string) string { return filepath.Join(mnt, rel) }
 	l := func(rel string) string { return filepath.Join(s.lowers[0], rel) }
 	// Upper state first: a copy, a whiteout, an opaque directory, a

@@ -44,9 +44,13 @@ type candidate struct {
 	rival string
 }
 
+// Like with like: every candidate copies the data on a chmod or chown
+// (fuse-overlayfs always does). metacopy=off is the default of kernel
+// overlayfs and unionmount; it is set for the kernel in case the overlay
+// module's parameter says otherwise.
 var candidateTable = []candidate{
 	{name: candNative, title: "native copy"},
-	{name: candKernel, title: "kernel overlayfs"},
+	{name: candKernel, title: "kernel overlayfs", opts: "metacopy=off"},
 	{name: candFuseOv, title: "fuse-overlayfs", daemon: "fuse-overlayfs"},
 	{name: candUnion, title: "unionmount", daemon: "unionmount", rival: candFuseOv},
 	{name: candUnionNPT, title: "unionmount passthrough=off", daemon: "unionmount", opts: "passthrough=off", rival: candFuseOv},
