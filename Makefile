@@ -12,8 +12,8 @@ GOFMT   ?= $(shell $(GO) env GOROOT)/bin/gofmt
 MODULE  := $(shell $(GO) list -m 2>/dev/null || echo github.com/unionmount/unionmount)
 BIN     := bin/unionmount
 
-# staticcheck is installed by `make deps` into $(go env GOPATH)/bin; fall back
-# to one on PATH.
+# staticcheck is installed by scripts/deps.sh into $(go env GOPATH)/bin (by
+# `make lint` itself when it is missing); fall back to one on PATH.
 GOPATH_BIN  := $(shell $(GO) env GOPATH)/bin
 STATICCHECK ?= $(or $(wildcard $(GOPATH_BIN)/staticcheck),$(shell command -v staticcheck 2>/dev/null),$(GOPATH_BIN)/staticcheck)
 
@@ -37,9 +37,9 @@ help:
 	@echo "Targets:"
 	@echo "  build      go build -o $(BIN) ./cmd/unionmount (default)"
 	@echo "  deps       install missing Debian packages and staticcheck (scripts/deps.sh)"
-	@echo "  lint       gofmt -l (must be empty), go vet, staticcheck"
+	@echo "  lint       gofmt -l (must be empty), go vet, staticcheck (installed if missing)"
 	@echo "  fmt        gofmt -w the tree"
-	@echo "  test       lint, race tests of internal/ and union/, then go test ./... (incl. test/e2e)"
+	@echo "  test       deps, lint, race tests of internal/ and union/, then go test ./... (incl. test/e2e)"
 	@echo "  demo       mount a small demo union and walk through copy-up and whiteouts"
 	@echo "  install    install $(BIN) to \$$(DESTDIR)$(BINDIR) (+ man page if present)"
 	@echo "  uninstall  remove what install put in place"
@@ -60,7 +60,12 @@ deps:
 # Every .go file in the tree except .git, bin, vendor and testdata dirs.
 GO_FILES_CMD := find . \( -path ./.git -o -path ./bin -o -path ./vendor -o -name testdata \) -prune -o -type f -name '*.go' -print
 
-lint:
+# A file target: `make lint` (and so `make test`) installs staticcheck when
+# it is missing, e.g. after `make demo`, which installs only what it needs.
+$(STATICCHECK):
+	bash scripts/deps.sh --only-staticcheck
+
+lint: $(STATICCHECK)
 	@echo "==> gofmt -l"
 	@files=$$($(GO_FILES_CMD)); \
 	if [ -n "$$files" ]; then \
@@ -75,7 +80,7 @@ lint:
 	@$(GO) vet ./...
 	@echo "==> staticcheck ./..."
 	@if [ ! -x "$(STATICCHECK)" ]; then \
-		echo "staticcheck not found at $(STATICCHECK); run 'make deps'" >&2; \
+		echo "staticcheck not found at $(STATICCHECK) (scripts/deps.sh installs it into \$$(go env GOPATH)/bin)" >&2; \
 		exit 1; \
 	fi
 	@"$(STATICCHECK)" ./...
@@ -85,7 +90,10 @@ fmt:
 	@files=$$($(GO_FILES_CMD)); \
 	if [ -n "$$files" ]; then $(GOFMT) -l -w $$files; fi
 
-test: lint
+# The tests need the Debian packages of scripts/deps.sh (fuse3, podman,
+# stress-ng, ...): a run with everything installed checks them in a second.
+test: deps
+	@$(MAKE) --no-print-directory lint
 	@echo "==> go test -race (core packages)"
 	@all=$$($(GO) list -e ./...); \
 	pkgs=$$(grep -E '$(RACE_PKGS_RE)' <<<"$$all" || true); \

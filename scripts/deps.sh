@@ -21,7 +21,7 @@
 #   * staticcheck, via `go install`, into "$(go env GOPATH)/bin" (where the
 #     Makefile looks for it). Reinstalled if it was built by another Go.
 #
-# Usage: scripts/deps.sh [--no-staticcheck]
+# Usage: scripts/deps.sh [--no-staticcheck | --only-staticcheck]
 # Env:   STATICCHECK_VERSION  module version to install (default: latest)
 #        SKIP_OPTIONAL=1      do not try to install optional packages
 set -euo pipefail
@@ -34,9 +34,11 @@ STATICCHECK_PKG=honnef.co/go/tools/cmd/staticcheck
 STATICCHECK_VERSION=${STATICCHECK_VERSION:-latest}
 
 want_staticcheck=1
+want_packages=1
 for arg in "$@"; do
 	case "$arg" in
 	--no-staticcheck) want_staticcheck=0 ;;
+	--only-staticcheck) want_packages=0 ;;
 	-h | --help)
 		sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'
 		exit 0
@@ -86,6 +88,7 @@ apt_install() {
 		apt-get install -y -qq --no-install-recommends -o Acquire::Retries=3 "$@" || return 1
 }
 
+if [ "$want_packages" -eq 1 ]; then
 if ! command -v dpkg-query >/dev/null 2>&1; then
 	die "dpkg-query not found: this script expects Debian/Ubuntu; install by hand: ${REQUIRED_PKGS[*]} ${OPTIONAL_PKGS[*]}"
 fi
@@ -129,6 +132,7 @@ done
 if [ ! -c /dev/fuse ]; then
 	log "WARNING: /dev/fuse is missing: mounting (make demo, test/e2e) will not work here"
 fi
+fi # want_packages
 
 if [ "$want_staticcheck" -eq 1 ]; then
 	if ! command -v go >/dev/null 2>&1; then

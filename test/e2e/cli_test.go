@@ -339,3 +339,48 @@ func traversable(t *testing.T, mnt string) {
 		}
 	}
 }
+
+// TestMakeLintInstallsStaticcheck: a newcomer's `make demo` installs the
+// packages only; the `make test` after it must not stop at "staticcheck
+// not found". make test runs scripts/deps.sh first, and make lint installs
+// staticcheck into $(go env GOPATH)/bin when it is missing: here, with a
+// fresh GOPATH and a PATH without the usual one, the lint target's
+// prerequisite builds it (from the warm module and build caches).
+func TestMakeLintInstallsStaticcheck(t *testing.T) {
+	t.Parallel()
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	modCache, err := exec.Command(goBin, "env", "GOMODCACHE").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	gopath := t.TempDir()
+	t.Cleanup(func() { _ = exec.Command("chmod", "-R", "u+w", gopath).Run() }) // go's module files are read-only
+	env := append(os.Environ(),
+		"PATH="+filepath.Dir(goBin)+":/usr/sbin:/usr/bin:/sbin:/bin",
+		"GOPATH="+gopath, "GOMODCACHE="+strings.TrimSpace(string(modCache)))
+	root := filepath.Join("..", "..")
+
+	dry := exec.Command("make", "-n", "test")
+	dry.Dir, dry.Env = root, env
+	out, err := dry.CombinedOutput()
+	if err != nil {
+		t.Fatalf("make -n test: %v\n%s", err, out)
+	}
+	plan := string(out)
+	if deps, vet := strings.Index(plan, "scripts/deps.sh"), strings.Index(plan, "lint"); deps < 0 || vet < deps {
+		t.Errorf("make test does not run scripts/deps.sh before lint:\n%s", plan)
+	}
+
+	sc := filepath.Join(gopath, "bin", "staticcheck")
+	install := exec.Command("make", "-s", sc)
+	install.Dir, install.Env = root, env
+	if out, err := install.CombinedOutput(); err != nil {
+		t.Fatalf("make %s (lint's prerequisite): %v\n%s", sc, err, out)
+	}
+	if out, err := exec.Command(sc, "-version").CombinedOutput(); err != nil {
+		t.Errorf("%s -version: %v %s", sc, err, out)
+	}
+}
