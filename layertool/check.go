@@ -93,20 +93,18 @@ func Check(ctx context.Context, cfg union.Config, opts CheckOptions) ([]Problem,
 		return nil, err
 	}
 	c := &checker{ctx: ctx, opts: opts}
-	if cfg.Work != "" {
-		release, err := lockWorkdir(cfg.Work, opts.Repair)
-		var le *LockedError
-		switch {
-		case errors.As(err, &le) && le.Stale():
-			for _, h := range le.Holders {
-				c.report(Problem{Kind: KindStaleLock, Path: cfg.Work,
-					What: fmt.Sprintf("locked by %s, so no mount can start; end that process", h)})
-			}
-		case err != nil:
-			return nil, err
-		default:
-			defer release()
+	release, err := lockLayers(cfg, opts.Repair)
+	var le *LockedError
+	switch {
+	case errors.As(err, &le) && le.Stale():
+		for _, h := range le.Holders {
+			c.report(Problem{Kind: KindStaleLock, Path: le.Dir,
+				What: fmt.Sprintf("locked by %s, so no mount can start; end that process", h)})
 		}
+	case err != nil:
+		return nil, err
+	default:
+		defer release()
 	}
 	u, err := union.Offline(cfg)
 	if err != nil {

@@ -79,7 +79,7 @@ func Import(ctx context.Context, cfg union.Config, r io.Reader, opts *Options) (
 	if !replace {
 		check.Upper = ""
 	}
-	if err := checkOverlap(check); err != nil {
+	if err := union.CheckLayers(check); err != nil {
 		return err
 	}
 	if !replace {
@@ -91,7 +91,7 @@ func Import(ctx context.Context, cfg union.Config, r io.Reader, opts *Options) (
 	// Where the layer is built: workdir/work, or beside the upper.
 	stageIn := parent
 	if cfg.Work != "" {
-		release, lerr := lockWorkdir(cfg.Work, true)
+		release, lerr := lockLayers(union.Config{Work: cfg.Work}, true)
 		if lerr != nil {
 			return lerr
 		}

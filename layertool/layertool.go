@@ -33,7 +33,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"golang.org/x/sys/unix"
 
@@ -79,21 +78,19 @@ func (s *session) close() {
 	}
 }
 
-// openSession checks cfg's directories, takes the workdir lock (shared, or
-// exclusive for a tool that writes the upper) when there is a workdir, and
+// openSession checks cfg's directories, takes the locks on its upper and
+// workdir (shared, or exclusive for a tool that writes the upper), and
 // opens the union without writing anything.
 func openSession(cfg union.Config, exclusive bool) (*session, error) {
 	if err := checkLayers(cfg); err != nil {
 		return nil, err
 	}
 	s := &session{cfg: cfg}
-	if cfg.Work != "" {
-		release, err := lockWorkdir(cfg.Work, exclusive)
-		if err != nil {
-			return nil, err
-		}
-		s.release = release
+	release, err := lockLayers(cfg, exclusive)
+	if err != nil {
+		return nil, err
 	}
+	s.release = release
 	u, err := union.Offline(cfg)
 	if err != nil {
 		s.close()
@@ -110,22 +107,13 @@ func lowerUnion(cfg union.Config) (*union.Union, error) {
 	return union.Offline(lc)
 }
 
-// namedDir is one directory a tool was given, for overlap checks.
-type namedDir struct{ opt, path, real string }
-
-func realDir(opt, p string) (namedDir, error) {
-	fi, err := os.Stat(p)
-	if err != nil {
-		return namedDir{}, fmt.Errorf("%s %q: %w", opt, p, unwrap(err))
+// checkLayers refuses what a mount refuses (union.CheckLayers) and a
+// workdir without an upper.
+func checkLayers(cfg union.Config) error {
+	if cfg.Upper == "" && cfg.Work != "" {
+		return errors.New("workdir: given without upperdir")
 	}
-	if !fi.IsDir() {
-		return namedDir{}, fmt.Errorf("%s %q: not a directory", opt, p)
-	}
-	real, err := realPath(p)
-	if err != nil {
-		return namedDir{}, fmt.Errorf("%s %q: %w", opt, p, unwrap(err))
-	}
-	return namedDir{opt, p, real}, nil
+	return union.CheckLayers(cfg)
 }
 
 // realPath is p with symlinks resolved, absolute and clean.
@@ -135,67 +123,6 @@ func realPath(p string) (string, error) {
 		return "", err
 	}
 	return filepath.Abs(r)
-}
-
-// checkLayers refuses what a mount refuses: missing directories, a workdir
-// without an upper, and layers that are the same or nested.
-func checkLayers(cfg union.Config) error {
-	if cfg.Upper == "" && cfg.Work != "" {
-		return errors.New("workdir: given without upperdir")
-	}
-	return checkOverlap(cfg)
-}
-
-// checkOverlap refuses missing directories and layers that are the same or
-// nested.
-func checkOverlap(cfg union.Config) error {
-	dirs, err := layerDirs(cfg)
-	if err != nil {
-		return err
-	}
-	for i, a := range dirs {
-		for j, b := range dirs {
-			if i < j && a.real == b.real {
-				return fmt.Errorf("%s %q and %s %q are the same directory", a.opt, a.path, b.opt, b.path)
-			}
-			if i != j && within(a.real, b.real) {
-				return fmt.Errorf("%s %q is inside %s %q: layers must not overlap", a.opt, a.path, b.opt, b.path)
-			}
-		}
-	}
-	return nil
-}
-
-func layerDirs(cfg union.Config) ([]namedDir, error) {
-	var dirs []namedDir
-	add := func(opt, p string) error {
-		d, err := realDir(opt, p)
-		if err == nil {
-			dirs = append(dirs, d)
-		}
-		return err
-	}
-	for _, l := range cfg.Lowers {
-		if err := add("lowerdir", l); err != nil {
-			return nil, err
-		}
-	}
-	if cfg.Upper != "" {
-		if err := add("upperdir", cfg.Upper); err != nil {
-			return nil, err
-		}
-	}
-	if cfg.Work != "" {
-		if err := add("workdir", cfg.Work); err != nil {
-			return nil, err
-		}
-	}
-	return dirs, nil
-}
-
-// within reports whether real path a is b or below it.
-func within(a, b string) bool {
-	return a == b || strings.HasPrefix(a, b+"/") || b == "/"
 }
 
 // RefuseInsideLayers refuses an output path (merge's DEST, export's -O)
@@ -211,16 +138,16 @@ func RefuseInsideLayers(cfg union.Config, what, p string) error {
 		return fmt.Errorf("%s %q: %w", what, p, unwrap(err))
 	}
 	real := filepath.Join(parent, filepath.Base(abs))
-	dirs, err := layerDirs(cfg)
+	dirs, err := union.LayerDirs(cfg)
 	if err != nil {
 		return err
 	}
 	for _, d := range dirs {
-		if within(real, d.real) {
-			return fmt.Errorf("%s %q is inside %s %q", what, p, d.opt, d.path)
+		if d.Within(real) {
+			return fmt.Errorf("%s %q is inside %s %q", what, p, d.Opt, d.Path)
 		}
-		if within(d.real, real) {
-			return fmt.Errorf("%s %q holds %s %q", what, p, d.opt, d.path)
+		if (union.LayerDir{Real: real}).Within(d.Real) {
+			return fmt.Errorf("%s %q holds %s %q", what, p, d.Opt, d.Path)
 		}
 	}
 	return nil

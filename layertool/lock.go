@@ -14,7 +14,7 @@ import (
 	"github.com/unionmount/unionmount/union"
 )
 
-// Holder is a process that holds the workdir lock.
+// Holder is a process that holds the lock on an upper or workdir.
 type Holder struct {
 	Pid     int
 	Command string // its comm, e.g. "unionmount"
@@ -39,24 +39,25 @@ func (h Holder) String() string {
 	return fmt.Sprintf("pid %d (%s), which is not a unionmount", h.Pid, h.Command)
 }
 
-// LockedError says the workdir lock is held, and by whom.
+// LockedError says the lock on the upper or the workdir is held, and by
+// whom.
 type LockedError struct {
-	Workdir string
-	Holders []Holder // empty if they could not be found
+	Opt, Dir string   // "upperdir" or "workdir", and its path
+	Holders  []Holder // empty if they could not be found
 }
 
 func (e *LockedError) Error() string {
 	if len(e.Holders) == 0 {
-		return fmt.Sprintf("workdir %q is in use by another unionmount", e.Workdir)
+		return fmt.Sprintf("%s %q is in use by another unionmount", e.Opt, e.Dir)
 	}
 	h := e.Holders[0]
 	if h.Stale() {
-		return fmt.Sprintf("workdir %q is locked by %s: a stale lock (end that process)", e.Workdir, h)
+		return fmt.Sprintf("%s %q is locked by %s: a stale lock (end that process)", e.Opt, e.Dir, h)
 	}
 	if h.Fuse {
-		return fmt.Sprintf("workdir %q is in use by %s: unmount it first", e.Workdir, h)
+		return fmt.Sprintf("%s %q is in use by %s: unmount it first", e.Opt, e.Dir, h)
 	}
-	return fmt.Sprintf("workdir %q is in use by %s", e.Workdir, h)
+	return fmt.Sprintf("%s %q is in use by %s", e.Opt, e.Dir, h)
 }
 
 // Stale reports whether every holder found is stale.
@@ -69,13 +70,14 @@ func (e *LockedError) Stale() bool {
 	return len(e.Holders) > 0
 }
 
-// lockWorkdir takes the mount's lock on workdir (union.LockWorkdir) and,
-// when it is held, says by whom.
-func lockWorkdir(workdir string, exclusive bool) (func(), error) {
-	release, err := union.LockWorkdir(workdir, exclusive)
-	if errors.Is(err, union.ErrLocked) {
-		holders, _ := lockHolders(workdir)
-		return nil, &LockedError{Workdir: workdir, Holders: holders}
+// lockLayers takes a mount's locks on the upper and workdir of cfg
+// (union.LockLayers) and, when one is held, says by whom.
+func lockLayers(cfg union.Config, exclusive bool) (func(), error) {
+	release, err := union.LockLayers(cfg, exclusive)
+	var le *union.LockError
+	if errors.As(err, &le) {
+		holders, _ := lockHolders(le.Dir)
+		return nil, &LockedError{Opt: le.Opt, Dir: le.Dir, Holders: holders}
 	}
 	return release, err
 }

@@ -1,11 +1,11 @@
 package union
 
 // Access for the offline tools (package layertool): a union opened without
-// the side effects of a mount, the workdir lock on its own, and the layers
-// themselves for the tools that read or repair the upper on disk.
+// the side effects of a mount, and the layers themselves for the tools that
+// read or repair the upper on disk. The checks and the lock they share with
+// a mount are in layers.go.
 
 import (
-	"errors"
 	"fmt"
 	"os"
 
@@ -17,13 +17,13 @@ import (
 // Offline opens the layers of cfg for a tool that works on a stopped union.
 // Unlike New it writes nothing: it neither makes nor clears workdir/work (a
 // crash's leftovers stay there for the check tool to see), probes nothing
-// and takes no lock (see LockWorkdir; cfg.Work is not opened at all, and
-// may be ""). Only the read side of the engine may be used on the result:
+// and takes no lock (the tool checks the layers with CheckLayers and locks
+// them with LockLayers first; cfg.Work may be ""). Only the read side of the engine may be used on the result:
 // Root, Resolve, Lookup, ReadDir, Stat, Open read-only, Readlink, Getxattr,
 // Listxattr and Walk.
 func Offline(cfg Config) (*Union, error) {
 	cfg.NoAtime = true // a tool's listings are no reader's
-	u := &Union{cfg: cfg, lock: -1, devs: map[uint64]uint64{}, subdirs: map[string]int{}, root: os.Geteuid() == 0}
+	u := &Union{cfg: cfg, devs: map[uint64]uint64{}, subdirs: map[string]int{}, root: os.Geteuid() == 0}
 	if cfg.UserXattr || !u.root {
 		u.format = layer.Format{Prefix: layer.UserPrefix}
 	} else {
@@ -77,33 +77,6 @@ func openDirLayer(opt, p string) (*layer.Layer, error) {
 		return nil, fmt.Errorf("%s %q: %w", opt, p, err)
 	}
 	return l, nil
-}
-
-// ErrLocked is returned by LockWorkdir when another process holds the lock.
-var ErrLocked = errors.New("upperdir and workdir are in use by another unionmount")
-
-// LockWorkdir takes the lock a mount holds on workdir for as long as it
-// lives (an flock on the directory itself, as New takes it): exclusive for
-// a tool that writes the upper, shared for one that only reads it, so that
-// readers may run together but never beside a mount or a writer. It fails
-// with ErrLocked at once, without waiting. release drops the lock.
-func LockWorkdir(workdir string, exclusive bool) (release func(), err error) {
-	fd, err := unix.Open(workdir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return nil, fmt.Errorf("workdir %q: %w", workdir, err)
-	}
-	how := unix.LOCK_SH
-	if exclusive {
-		how = unix.LOCK_EX
-	}
-	if err := unix.Flock(fd, how|unix.LOCK_NB); err != nil {
-		unix.Close(fd)
-		if errors.Is(err, unix.EWOULDBLOCK) {
-			return nil, fmt.Errorf("workdir %q: %w", workdir, ErrLocked)
-		}
-		return nil, fmt.Errorf("workdir %q: flock: %w", workdir, err)
-	}
-	return func() { unix.Close(fd) }, nil
 }
 
 // UpperLayer is the upper layer, nil for a read-only union.

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -61,8 +60,9 @@ type Union struct {
 	work   *layer.Layer // workdir/work: where copies are built
 	index  *layer.Layer // workdir/unionmount-index: see index.go
 	lowers []*layer.Layer
-	// lock is the workdir itself, flocked for as long as the union is open.
-	lock int
+	// unlock drops the locks on upper and workdir (LockLayers), held for
+	// as long as the union is open.
+	unlock func()
 
 	devMu sync.Mutex
 	devs  map[uint64]uint64 // st_dev -> its number in inode numbers (see ino.go)
@@ -93,7 +93,7 @@ var (
 // New opens and checks the layers of cfg. On any error nothing was written
 // and the error names the option or path at fault.
 func New(cfg Config) (*Union, error) {
-	u := &Union{cfg: cfg, lock: -1, devs: map[uint64]uint64{}, subdirs: map[string]int{}, root: os.Geteuid() == 0}
+	u := &Union{cfg: cfg, devs: map[uint64]uint64{}, subdirs: map[string]int{}, root: os.Geteuid() == 0}
 	if cfg.UserXattr || !u.root {
 		u.format = layer.Format{Prefix: layer.UserPrefix}
 	} else {
@@ -117,55 +117,12 @@ func (u *Union) open() error {
 	if cfg.Upper == "" && cfg.Work != "" {
 		return errors.New("workdir: given without upperdir")
 	}
-	var all []namedDir
-	add := func(opt, p string) error {
-		if p == "" {
-			return fmt.Errorf("%s: empty path", opt)
-		}
-		fi, err := os.Stat(p)
-		if err != nil {
-			return fmt.Errorf("%s %q: %w", opt, p, unwrapPathErr(err))
-		}
-		if !fi.IsDir() {
-			return fmt.Errorf("%s %q: not a directory", opt, p)
-		}
-		real, err := filepath.EvalSymlinks(p)
-		if err != nil {
-			return fmt.Errorf("%s %q: %w", opt, p, unwrapPathErr(err))
-		}
-		real, _ = filepath.Abs(real)
-		if unix.Access(real, unix.R_OK|unix.X_OK) != nil {
-			return fmt.Errorf("%s %q: not readable", opt, p)
-		}
-		all = append(all, namedDir{opt, p, real})
-		return nil
+	all, err := LayerDirs(cfg)
+	if err != nil {
+		return err
 	}
-	for _, l := range cfg.Lowers {
-		if err := add("lowerdir", l); err != nil {
-			return err
-		}
-	}
-	if cfg.Upper != "" {
-		if err := add("upperdir", cfg.Upper); err != nil {
-			return err
-		}
-		if err := add("workdir", cfg.Work); err != nil {
-			return err
-		}
-	}
-	for i := range all {
-		for j := range all {
-			if i == j {
-				continue
-			}
-			a, b := all[i], all[j]
-			if a.real == b.real && i < j {
-				return fmt.Errorf("%s %q and %s %q are the same directory", a.opt, a.path, b.opt, b.path)
-			}
-			if strings.HasPrefix(a.real, b.real+"/") || (b.real == "/" && a.real != "/") {
-				return fmt.Errorf("%s %q is inside %s %q: layers must not overlap", a.opt, a.path, b.opt, b.path)
-			}
-		}
+	if err := checkOverlap(all); err != nil {
+		return err
 	}
 	for _, l := range cfg.Lowers {
 		// Read-only, and no access time ever changes, whoever reads.
@@ -198,16 +155,11 @@ func (u *Union) open() error {
 	if err := u.checkMountpoint(all); err != nil {
 		return err
 	}
-	// The lock: an flock on the workdir itself, so nothing is written for it
-	// and it dies with the process.
-	lk, err := unix.Open(cfg.Work, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	unlock, err := LockLayers(cfg, true)
 	if err != nil {
-		return fmt.Errorf("workdir %q: %w", cfg.Work, err)
+		return err
 	}
-	u.lock = lk
-	if err := unix.Flock(lk, unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		return fmt.Errorf("workdir %q: upperdir and workdir are in use by another unionmount", cfg.Work)
-	}
+	u.unlock = unlock
 	if err := u.openWork(wd); err != nil {
 		return err
 	}
@@ -237,13 +189,9 @@ func (u *Union) openUpper() (up, wd *layer.Layer, err error) {
 	return ls[0], ls[1], nil
 }
 
-// namedDir is a directory given as an option: its option, path as given,
-// and real path.
-type namedDir struct{ opt, path, real string }
-
 // checkMountpoint refuses a mount point inside a layer that is not a clone
 // of its mount (all are the layers' directories, lowers first, as opened).
-func (u *Union) checkMountpoint(all []namedDir) error {
+func (u *Union) checkMountpoint(all []LayerDir) error {
 	if u.cfg.Mountpoint == "" {
 		return nil
 	}
@@ -255,12 +203,11 @@ func (u *Union) checkMountpoint(all []namedDir) error {
 	// all is lowers, then upper and workdir, which share one clone (or none).
 	opened := append(append([]*layer.Layer{}, u.lowers...), u.upper, u.upper)
 	for i, d := range all {
-		inside := strings.HasPrefix(mp, d.real+"/") || d.real == "/" && mp != "/"
-		if !inside || opened[i].Cloned() {
+		if mp == d.Real || !d.Within(mp) || opened[i].Cloned() {
 			continue
 		}
 		return fmt.Errorf("mountpoint %q is inside %s %q, whose mount this user may not clone: the union would show itself inside itself (mount it elsewhere, or run as root or in a user namespace of your own)",
-			u.cfg.Mountpoint, d.opt, d.path)
+			u.cfg.Mountpoint, d.Opt, d.Path)
 	}
 	return nil
 }
@@ -363,9 +310,9 @@ func (u *Union) Close() error {
 			l.Close()
 		}
 	}
-	if u.lock >= 0 {
-		unix.Close(u.lock)
-		u.lock = -1
+	if u.unlock != nil {
+		u.unlock()
+		u.unlock = nil
 	}
 	return nil
 }

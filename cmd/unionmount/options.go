@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"strconv"
 	"strings"
@@ -61,7 +62,7 @@ type option struct {
 
 // options is the option table. Order is the usage text's order.
 var options = []option{
-	{name: "lowerdir", arg: "L1:L2", help: "read-only layers, topmost first (required); \\: escapes a colon",
+	{name: "lowerdir", arg: "L1:L2", help: "read-only layers, topmost first (required); a\nbackslash escapes a colon or a comma",
 		set: func(c *mountConfig, _, val string) error {
 			lowers := splitLowers(val)
 			for _, l := range lowers {
@@ -73,9 +74,9 @@ var options = []option{
 			return nil
 		}},
 	{name: "upperdir", arg: "U", help: "writable layer",
-		set: func(c *mountConfig, _, val string) error { c.union.Upper = val; return nil }},
+		set: func(c *mountConfig, _, val string) error { c.union.Upper = unescape(val); return nil }},
 	{name: "workdir", arg: "W", help: "work directory on U's filesystem (required with upperdir)",
-		set: func(c *mountConfig, _, val string) error { c.union.Work = val; return nil }},
+		set: func(c *mountConfig, _, val string) error { c.union.Work = unescape(val); return nil }},
 	{name: "redirect_dir", arg: "on|off", help: "rename of lower directories (default on; off: EXDEV)",
 		set: func(c *mountConfig, _, val string) error {
 			switch val {
@@ -109,11 +110,13 @@ var options = []option{
 			}
 			return nil
 		}},
-	{name: "timeout", arg: "SECONDS", help: "kernel cache time for entries and attributes (default 30)",
+	{name: "timeout", arg: "SECONDS", help: "kernel cache time for entries and attributes (default 30;\nat most a year)",
 		set: func(c *mountConfig, _, val string) error {
+			// NaN, infinities, -0 and what overflows a time.Duration are
+			// no number of seconds (ParseFloat takes them all).
 			secs, err := strconv.ParseFloat(val, 64)
-			if err != nil || secs < 0 {
-				return fmt.Errorf("option timeout=%q: want seconds", val)
+			if err != nil || math.IsNaN(secs) || math.Signbit(secs) || secs > maxTimeout.Seconds() {
+				return fmt.Errorf("option timeout=%q: want seconds, from 0 to %.0f", val, maxTimeout.Seconds())
 			}
 			c.timeout = time.Duration(secs * float64(time.Second))
 			return nil
@@ -207,9 +210,14 @@ func onOffOption(name string, apply func(c *mountConfig, on bool)) func(*mountCo
 	}
 }
 
-// parseOptions applies a comma-separated -o string to c.
+// maxTimeout is the longest timeout= (a year: the kernel keeps entries
+// that long; more gains nothing and nears time.Duration's limit).
+const maxTimeout = 365 * 24 * time.Hour
+
+// parseOptions applies a comma-separated -o string to c. A backslash
+// escapes a comma (and, in lowerdir, a colon), as for kernel overlayfs.
 func parseOptions(s string, c *mountConfig) error {
-	for _, opt := range strings.Split(s, ",") {
+	for _, opt := range splitOptions(s) {
 		if opt == "" {
 			continue // podman sends "a,,b"
 		}
@@ -257,6 +265,39 @@ func optionsUsage() string {
 		}
 	}
 	b.WriteString("       mount(8)'s other generic options (rw, sync, x-*, ...) are accepted\n")
+	return b.String()
+}
+
+// splitOptions splits an -o string at commas not escaped by a backslash,
+// keeping the backslashes (lowerdir's "\\:" is undone by splitLowers).
+func splitOptions(s string) []string {
+	var out []string
+	start := 0
+	for i := 0; i < len(s); i++ {
+		switch s[i] {
+		case '\\':
+			i++
+		case ',':
+			out = append(out, s[start:i])
+			start = i + 1
+		}
+	}
+	return append(out, s[start:])
+}
+
+// unescape drops the backslash before each escaped character of an
+// upperdir or workdir value, as the kernel's ovl_unescape.
+func unescape(v string) string {
+	if !strings.Contains(v, "\\") {
+		return v
+	}
+	var b strings.Builder
+	for i := 0; i < len(v); i++ {
+		if v[i] == '\\' && i+1 < len(v) {
+			i++
+		}
+		b.WriteByte(v[i])
+	}
 	return b.String()
 }
 

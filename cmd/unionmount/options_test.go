@@ -4,6 +4,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestParseArgs(t *testing.T) {
@@ -35,6 +36,15 @@ func TestParseArgs(t *testing.T) {
 		{args: []string{"-o", "lowerdir=/a,passthrough=off,passthrough=on", "/m"}, lowers: []string{"/a"},
 			check: func(c mountConfig) bool { return !c.noPassthrough }},
 		{args: []string{"-o", "lowerdir=/a,passthrough=no", "/m"}, wantErr: `passthrough="no": want on or off`},
+		// A backslash escapes a comma (and a colon in lowerdir), as for
+		// kernel overlayfs; upperdir and workdir are unescaped too.
+		{args: []string{"-o", `lowerdir=/x/a\,b:/c\:d,upperdir=/u\,v,workdir=/w`, "/m"}, lowers: []string{"/x/a,b", "/c:d"}, upper: "/u,v"},
+		{args: []string{"-o", "lowerdir=/a,timeout=0.5", "/m"}, lowers: []string{"/a"},
+			check: func(c mountConfig) bool { return c.timeout == 500*time.Millisecond }},
+		{args: []string{"-o", "lowerdir=/a,timeout=NaN", "/m"}, wantErr: `option timeout="NaN"`},
+		{args: []string{"-o", "lowerdir=/a,timeout=inf", "/m"}, wantErr: `option timeout="inf"`},
+		{args: []string{"-o", "lowerdir=/a,timeout=1e300", "/m"}, wantErr: `option timeout="1e300"`},
+		{args: []string{"-o", "lowerdir=/a,timeout=-0", "/m"}, wantErr: `option timeout="-0"`},
 		{args: []string{"-o", "lowerdir=/a,bogus", "/m"}, wantErr: `unknown option "bogus"`},
 		{args: []string{"-o", "lowerdir=/a,redirect_dir=yes", "/m"}, wantErr: "redirect_dir"},
 		{args: []string{"-o", "lowerdir=/a::/b", "/m"}, wantErr: "empty layer"},

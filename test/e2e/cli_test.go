@@ -384,3 +384,114 @@ func TestMakeLintInstallsStaticcheck(t *testing.T) {
 		t.Errorf("%s -version: %v %s", sc, err, out)
 	}
 }
+
+// TestOptionEscapesAndBadValues (issue 14 item 7): a backslash escapes a
+// comma in lowerdir, as for kernel overlayfs, which mounts the same
+// option string; timeout= values that are no number of seconds are refused
+// (ParseFloat takes them); one lower given twice, through a bind mount of
+// it, is refused, as the kernel refuses it ("conflicting lowerdir path").
+func TestOptionEscapesAndBadValues(t *testing.T) {
+	requireMountable(t)
+	t.Parallel()
+	d := t.TempDir()
+	comma, lower, alias, upper, work, mnt := filepath.Join(d, "a,b"), filepath.Join(d, "lower"), filepath.Join(d, "alias"),
+		filepath.Join(d, "upper"), filepath.Join(d, "work"), filepath.Join(d, "mnt")
+	for _, p := range []string{comma, lower, alias, upper, work, mnt} {
+		if err := os.Mkdir(p, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(comma, "f"), []byte("in a,b\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	escaped := strings.ReplaceAll(comma, ",", `\,`)
+	for who, m := range map[string]string{
+		"kernel overlayfs": mountKernel(t, []string{escaped, lower}, "", ""),
+		"unionmount":       mountUnion(t, []string{escaped, lower}, upper, work),
+	} {
+		if b, err := os.ReadFile(filepath.Join(m, "f")); err != nil || string(b) != "in a,b\n" {
+			t.Errorf("%s with lowerdir=%s: f reads %q, %v", who, escaped, b, err)
+		}
+		unmount(t, m)
+	}
+
+	opts := "lowerdir=" + lower + ",upperdir=" + upper + ",workdir=" + work
+	before := dirListing(t, d)
+	for _, v := range []string{"NaN", "inf", "-Inf", "1e300", "-0", "-1"} {
+		code, stderr := runCmd(t, "-o", opts+",timeout="+v, mnt)
+		if code != 2 || !strings.Contains(stderr, `option timeout="`+v+`"`) {
+			t.Errorf("timeout=%s: exit %d, %q; want 2 and a message naming it", v, code, stderr)
+		}
+		refusedLeftNoMount(t, mnt)
+	}
+
+	bindMount(t, lower, alias)
+	kopts := "lowerdir=" + lower + ":" + alias
+	if err := unix.Mount("overlay", mnt, "overlay", 0, kopts); err == nil {
+		_ = unix.Unmount(mnt, 0)
+		t.Errorf("kernel overlayfs mounted %s (the oracle refuses it)", kopts)
+	}
+	code, stderr := runCmd(t, "-o", "lowerdir="+lower+":"+alias+",upperdir="+upper+",workdir="+work, mnt)
+	if code != 1 || !strings.Contains(stderr, "are the same directory") {
+		t.Errorf("one lower twice through a bind mount: exit %d, %q; want 1 and \"are the same directory\"", code, stderr)
+	}
+	refusedLeftNoMount(t, mnt)
+	unbind(t, alias)
+	if after := dirListing(t, d); after != before {
+		t.Errorf("refused mounts wrote something:\nbefore:\n%s\nafter:\n%s", before, after)
+	}
+}
+
+// TestUpperLockedWithAnotherWorkdir (issue 14 item 6): one upper with a
+// second, different workdir is refused while a mount uses it, as kernel
+// overlayfs refuses it ("upperdir is in-use"), and so is a tool that
+// writes it; a second upper with the first one's workdir likewise.
+func TestUpperLockedWithAnotherWorkdir(t *testing.T) {
+	requireMountable(t)
+	t.Parallel()
+	d := t.TempDir()
+	lower, upper, upper2, work, work2, mnt := filepath.Join(d, "lower"), filepath.Join(d, "upper"), filepath.Join(d, "upper2"),
+		filepath.Join(d, "work"), filepath.Join(d, "work2"), filepath.Join(d, "mnt")
+	for _, p := range []string{lower, upper, upper2, work, work2, mnt} {
+		if err := os.Mkdir(p, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The oracle: kernel overlayfs refuses the upper of a live mount with
+	// another workdir (with index=on; index=off only warns that both
+	// mounts writing it is undefined: unionmount always refuses).
+	k := mountKernel(t, []string{lower}, upper, work, "index=on")
+	if err := unix.Mount("overlay", mnt, "overlay", 0, kernelOptions([]string{lower}, upper, work2, []string{"index=on"})); err == nil {
+		_ = unix.Unmount(mnt, 0)
+		t.Error("kernel overlayfs mounted an upper in use with a second workdir")
+	}
+	unmount(t, k)
+
+	mountUnion(t, []string{lower}, upper, work)
+	for _, tc := range []struct{ upper, work, want string }{
+		{upper, work2, `upperdir "` + upper + `": in use by another unionmount`},
+		{upper2, work, `workdir "` + work + `": in use by another unionmount`},
+	} {
+		code, stderr := runCmd(t, "-o", "lowerdir="+lower+",upperdir="+tc.upper+",workdir="+tc.work, mnt)
+		if code != 1 || !strings.Contains(stderr, tc.want) {
+			t.Errorf("upperdir=%s,workdir=%s beside a mount: exit %d, %q; want 1 and %q", tc.upper, tc.work, code, stderr, tc.want)
+		}
+		refusedLeftNoMount(t, mnt)
+	}
+	r := runTool(t, nil, "check", "--repair", "-o", "lowerdir="+lower+",upperdir="+upper+",workdir="+work2)
+	if r.code != 2 || !strings.Contains(r.stderr, `upperdir "`+upper+`" is in use by a mounted union`) {
+		t.Errorf("check --repair of the mounted upper with another workdir: exit %d, %q", r.code, r.stderr)
+	}
+}
+
+// refusedLeftNoMount checks that a mount that should have been refused
+// left nothing mounted at mnt, and unmounts what it left.
+func refusedLeftNoMount(t *testing.T, mnt string) {
+	t.Helper()
+	if typ := fsType(mnt); typ != "" {
+		t.Errorf("a mount that should have been refused is up at %s (%s)", mnt, typ)
+		if out, err := exec.Command("fusermount3", "-u", mnt).CombinedOutput(); err != nil {
+			t.Errorf("fusermount3 -u %s: %v %s", mnt, err, out)
+		}
+	}
+}
