@@ -138,9 +138,18 @@ func (u *Union) setAttr(e *Entry, a SetAttr) error {
 	return a.Apply(obj, e.Mode)
 }
 
+// empty reports whether a changes nothing: chown(path, -1, -1) and the
+// like, which still change ctime.
+func (a SetAttr) empty() bool { return a == SetAttr{} }
+
 // Apply makes the changes of a to the object open as fd (any descriptor of
 // it, O_PATH included) of type mode.
 func (a SetAttr) Apply(fd int, mode uint32) error {
+	if a.empty() {
+		// Nothing to change but ctime, as kernel overlayfs does on the
+		// upper object (POSIX allows either).
+		return unix.Fchownat(fd, "", -1, -1, unix.AT_EMPTY_PATH)
+	}
 	if a.Uid != nil || a.Gid != nil {
 		uid, gid := -1, -1
 		if a.Uid != nil {
@@ -192,6 +201,10 @@ func (a SetAttr) applyTimes(fd int) error {
 
 // ApplyFile makes the changes of a to the regular file open as fd for
 // writing: through the descriptor, with no path walk.
+//
+// Unlike Apply, it does nothing for an empty a: copy-up applies what is
+// left of a change after building the copy with its mode, and a fresh copy
+// has a fresh ctime (fchown(-1, -1) would clear its set-user-ID bit).
 func (a SetAttr) ApplyFile(fd int) error {
 	if a.Uid != nil || a.Gid != nil {
 		uid, gid := -1, -1

@@ -1316,3 +1316,53 @@ func TestStackedUpper(t *testing.T) {
 	reportDiff(t, "unionmount vs kernel overlayfs, both over unionmount's upper as a lower", diffTrees("kernel-stacked", without(theirs), "stacked", without(ours), opts))
 	unmount(t, kern)
 }
+
+// TestChownNoChangeUpdatesCtime (issue 14 item 8b): chown(path, -1, -1)
+// changes nothing but ctime. POSIX allows leaving ctime alone; kernel
+// overlayfs updates it (on the copy of a lower object, and on an upper
+// file or directory), and so must unionmount. Each object's ctime is
+// compared after the coarse clock has passed it, so an update shows.
+func TestChownNoChangeUpdatesCtime(t *testing.T) {
+	requireMountable(t)
+	t.Parallel()
+	spec := stackSpec{
+		lowers: [][]Entry{{File("lowerfile", "l\n"), Dir("lowerdir"), File("setuid", "s\n").WithMode(0o4755)}},
+		upper:  []Entry{File("upperfile", "u\n"), Dir("upperdir")},
+	}
+	names := []string{"lowerfile", "lowerdir", "upperfile", "upperdir", "."}
+	for _, kind := range []overlayKind{kindKernel, kindUnionmount} {
+		s := newStack(t, spec)
+		mnt := mountOverlay(t, kind, s.lowers, s.upper, s.work)
+		for _, name := range names {
+			p := filepath.Join(mnt, name)
+			var before, after unix.Stat_t
+			if err := unix.Stat(p, &before); err != nil {
+				t.Fatal(err)
+			}
+			waitClockPast(before.Ctim)
+			if err := unix.Chown(p, -1, -1); err != nil {
+				t.Fatalf("%s: chown %s -1 -1: %v", kind, name, err)
+			}
+			if err := unix.Stat(p, &after); err != nil {
+				t.Fatal(err)
+			}
+			if after.Ctim == before.Ctim {
+				t.Errorf("%s: chown(%s, -1, -1) left ctime at %d.%09d", kind, name, before.Ctim.Sec, before.Ctim.Nsec)
+			}
+			if after.Uid != before.Uid || after.Gid != before.Gid || after.Mode != before.Mode {
+				t.Errorf("%s: chown(%s, -1, -1) changed owner or mode: %d:%d %o -> %d:%d %o", kind, name,
+					before.Uid, before.Gid, before.Mode, after.Uid, after.Gid, after.Mode)
+			}
+		}
+		// A copy-up that applies a chmod leaves nothing for a ctime-only
+		// change to do: the set-user-ID bit stays.
+		if err := unix.Chmod(filepath.Join(mnt, "setuid"), 0o4755); err != nil {
+			t.Fatal(err)
+		}
+		var st unix.Stat_t
+		if err := unix.Stat(filepath.Join(mnt, "setuid"), &st); err != nil || st.Mode&0o7777 != 0o4755 {
+			t.Errorf("%s: chmod 4755 of a lower set-user-ID file: mode %o, %v", kind, st.Mode&0o7777, err)
+		}
+		unmount(t, mnt)
+	}
+}
