@@ -17,7 +17,8 @@ import (
 // fixed it; the ones marked "not repaired" never are.
 const (
 	// KindLeftover: something in workdir/work, which only a crash leaves
-	// (a mount clears it at start). Repair removes it.
+	// (a mount clears it at start), except whiteouts: kernel overlayfs
+	// keeps one there. Repair removes it.
 	KindLeftover = "leftover"
 	// KindWhiteoutHidesNothing: a whiteout with nothing below it to hide.
 	// Repair removes it; the merged view does not change.
@@ -26,8 +27,9 @@ const (
 	// value that means nothing in an upper. Repair removes it; the merged
 	// view does not change.
 	KindOpaqueMisplaced = "opaque-misplaced"
-	// KindRedirectMisplaced: a redirect xattr on a non-directory. Repair
-	// removes it; the merged view does not change.
+	// KindRedirectMisplaced: a redirect xattr on a non-directory that is
+	// not a regular file (on a regular file it is kernel overlayfs's
+	// metacopy format). Repair removes it; the merged view does not change.
 	KindRedirectMisplaced = "redirect-misplaced"
 	// KindRedirectDangling: a redirect to a path where no lower has a
 	// directory, or one no reader follows. Repair removes it and, where a
@@ -184,6 +186,12 @@ func (c *checker) workdir(dir string) error {
 	sort.Slice(ents, func(i, j int) bool { return ents[i].Name < ents[j].Name })
 	for _, e := range ents {
 		rel := layer.Join("work", e.Name)
+		if st, err := wd.Lstat(rel); err == nil && layer.IsWhiteout(&st) {
+			// Kernel overlayfs keeps one whiteout in work/ and links the
+			// upper's whiteouts to it; a crash's whiteout there hides
+			// nothing either. A mount clears them.
+			continue
+		}
 		what := "left by a crash: a temporary copy-up, creation or removal"
 		if e.Name == "incompat" {
 			what = "left by a kernel overlayfs mount with -o volatile that was not cleanly unmounted: the upper may have lost changes"
@@ -244,8 +252,12 @@ func (c *checker) object(rel string, e *union.Entry, parent *union.Entry) error 
 				return err
 			}
 		}
-		if xa[redirectName] && !xa[c.format.Name(layer.Metacopy)] {
-			if err := c.problem(KindRedirectMisplaced, rel, "redirect xattr on a non-directory", c.removeXattr(rel, redirectName)); err != nil {
+		// Kernel overlayfs (metacopy=on) sets a redirect on a regular file
+		// that is renamed or linked while a metadata-only copy, and leaves
+		// it there when the data is copied: part of its format. On any
+		// other non-directory it means nothing.
+		if xa[redirectName] && st.Mode&unix.S_IFMT != unix.S_IFREG {
+			if err := c.problem(KindRedirectMisplaced, rel, "redirect xattr on a non-directory that is no regular file", c.removeXattr(rel, redirectName)); err != nil {
 				return err
 			}
 		}

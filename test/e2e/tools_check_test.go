@@ -8,6 +8,7 @@ package e2e
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -33,7 +34,9 @@ func brokenStack(t *testing.T) *stack {
 			Whiteout("ghost"),                   // nothing named ghost below
 			OpaqueDir("opq"), Whiteout("opq/x"), // below an opaque dir
 			File("file1", "1").WithXattr(xattrOpaque, "y"),
-			File("file2", "2").WithXattr(xattrRedirect, "/keep"),
+			// On a regular file a redirect is kernel overlayfs's (a
+			// metacopy renamed or linked): only elsewhere is it misplaced.
+			Fifo("file2").WithMode(0o644).WithXattr(xattrRedirect, "/keep"),
 			Dir("weird").WithXattr(xattrOpaque, "n"),
 			Dir("moved").WithXattr(xattrRedirect, "/gone"),
 			Dir("shadow").WithXattr(xattrRedirect, "/gone2"), File("shadow/mine", "m"),
@@ -210,5 +213,71 @@ func TestToolsRefuseALiveUnion(t *testing.T) {
 		if _, err := os.Lstat(filepath.Join(s.base, p)); err == nil {
 			t.Errorf("a refused tool wrote %s", p)
 		}
+	}
+}
+
+// TestCheckCleanOnKernelUppers (issue 14 item 3): an upper kernel
+// overlayfs wrote with index=off, userxattr, index=on or metacopy=on is
+// clean to check (the kernel's shared whiteout in work/, the redirects it
+// leaves on regular files linked or renamed while metadata-only copies),
+// and check --repair changes nothing the union shows: the kernel's merged
+// view and unionmount's are the same before and after it.
+func TestCheckCleanOnKernelUppers(t *testing.T) {
+	requireMountable(t)
+	t.Parallel()
+	// h1 and h2 are one lower inode; f and d are renamed; gone and tree
+	// are removed, tree made again.
+	spec := stackSpec{lowers: [][]Entry{{
+		File("h1", "one\n"), Hardlink("h2", "h1"), File("f", "f\n"), File("gone", "g\n"),
+		Dir("d"), File("d/x", "x\n"), Dir("tree"), File("tree/y", "y\n"),
+	}}}
+	for _, opts := range [][]string{{"index=off"}, {"userxattr", "redirect_dir=nofollow"}, {"index=on"}, {"metacopy=on", "index=off"}, {"metacopy=on", "index=on"}} {
+		// No '=' or ',' in the test's name: its temporary directories
+		// go into the mount options.
+		t.Run(strings.NewReplacer("=", "-", ",", "_").Replace(strings.Join(opts, "_")), func(t *testing.T) {
+			s := newStack(t, spec)
+			script := "rm gone && rm -r tree && mkdir tree && echo new > tree/z && ln h1 h3 && chown 5 h2 && echo z >> h2 && echo w >> h3 && mv f g"
+			userxattr := opts[0] == "userxattr"
+			if !userxattr {
+				script += " && mv d e" // a redirect (the kernel follows none with userxattr)
+			}
+			// The view before is taken from the session that wrote the
+			// upper: a new kernel mount clears workdir/work.
+			k := mountKernel(t, s.lowers, s.upper, s.work, opts...)
+			sh(t, k, script)
+			kBefore := snapshot(t, k)
+			unmount(t, k)
+			toolOpts := layersOpt(s)
+			// unionmount reads the upper read-only (as the topmost lower),
+			// so that it does not clear workdir/work, where the kernel
+			// keeps its whiteout.
+			unionOpts := []string{"ro"}
+			if userxattr {
+				toolOpts += ",userxattr"
+				unionOpts = append(unionOpts, "userxattr")
+			}
+			unionView := func() Tree {
+				u := mountUnion(t, s.lowers, s.upper, s.work, unionOpts...)
+				defer unmount(t, u)
+				return snapshot(t, u)
+			}
+			uBefore := unionView()
+			// With index=on the kernel keeps its whiteout in workdir/index.
+			if n := dirEntries(t, filepath.Join(s.work, "work")); !slices.Contains(opts, "index=on") && len(n) == 0 {
+				t.Errorf("no whiteout of the kernel's in workdir/work: the test tests nothing there")
+			}
+			if r := runTool(t, nil, "check", "-o", toolOpts); r.code != 0 || r.stdout != "unionmount check: clean\n" {
+				t.Errorf("check of the kernel's upper: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+			}
+			if r := runTool(t, nil, "check", "--repair", "-o", toolOpts); r.code != 0 || strings.Contains(r.stdout, "repaired") {
+				t.Errorf("check --repair of the kernel's upper: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+			}
+			k = mountKernel(t, s.lowers, s.upper, s.work, opts...)
+			kAfter := snapshot(t, k)
+			unmount(t, k)
+			uAfter := unionView()
+			sameView(t, "kernel overlayfs's view before and after check --repair", "before", kBefore, "after", kAfter)
+			sameView(t, "unionmount's view before and after check --repair", "before", uBefore, "after", uAfter)
+		})
 	}
 }
