@@ -223,7 +223,7 @@ func (u *Union) Lookup(parent *Entry, name string) (*Entry, unix.Stat_t, error) 
 			if !e.Upper && u.lowerMetacopy(cand.Layer, cand.Path, &st) {
 				// A metadata-only copy in a lower layer: its data is below.
 				r, _ := cand.Layer.GetxattrString(cand.Path, u.format.Name(layer.Redirect))
-				e.Data = u.metacopyData(parent, name, r, cand.Layer)
+				e.Data = u.metacopyData(parent, name, cand.resolve(r), cand.Layer)
 			}
 			if !e.Upper && st.Nlink > 1 && st.Mode&unix.S_IFMT == unix.S_IFREG && u.index != nil {
 				// Another name of this file may have been copied up: then
@@ -246,7 +246,7 @@ func (u *Union) Lookup(parent *Entry, name string) (*Entry, unix.Stat_t, error) 
 		}
 		// A redirect in a lower layer applies to the layers below it.
 		if d.redirect != "" {
-			cands = append(cands[:i+1], u.candidates(parent, name, d.redirect, cand.Layer)...)
+			cands = append(cands[:i+1], u.candidates(parent, name, cand.resolve(d.redirect), cand.Layer)...)
 		}
 	}
 	if !found {
@@ -274,9 +274,31 @@ func blocked(err error) bool {
 // candidate is a place a name may be found in one lower layer.
 type candidate struct {
 	Object
-	parent     *Object // the parent lower directory, nil after an absolute redirect
+	parent     *Object // the parent lower directory
 	parentPath string
 	name       string
+	// absolute: found by an absolute redirect's path, not under the
+	// merged parent's lower directories.
+	absolute bool
+}
+
+// resolve turns redirect, found on the object at c, into what the layers
+// below c follow. A relative redirect (a bare name) replaces the last
+// component of the path where c was found, as in kernel overlayfs: under
+// the merged parent's lower directories that is the parent's path in each
+// layer, but after an absolute redirect it is c's own path, so the result
+// is absolute too.
+func (c candidate) resolve(redirect string) string {
+	if !c.absolute || !relativeRedirect(redirect) {
+		return redirect
+	}
+	return "/" + layer.Join(c.parentPath, redirect)
+}
+
+// relativeRedirect reports whether redirect is a valid relative one: a
+// bare name (with no slash, and not "." or "..").
+func relativeRedirect(redirect string) bool {
+	return redirect != "" && !strings.Contains(redirect, "/") && redirect != "." && redirect != ".."
 }
 
 // candidates lists where to look for name in the lower layers below layer
@@ -310,7 +332,7 @@ func (u *Union) candidates(parent *Entry, name, redirect string, below *layer.La
 			if !under(l) {
 				continue
 			}
-			out = append(out, candidate{Object: Object{Layer: l, Path: p}, parent: &Object{Layer: l, Path: dir}, parentPath: dir, name: base})
+			out = append(out, candidate{Object: Object{Layer: l, Path: p}, parent: &Object{Layer: l, Path: dir}, parentPath: dir, name: base, absolute: true})
 			if u.opaqueOnPath(l, dir) {
 				// Kernel overlayfs walks the path in each layer and stops
 				// at the layer where a directory on it is opaque.
@@ -319,7 +341,7 @@ func (u *Union) candidates(parent *Entry, name, redirect string, below *layer.La
 		}
 		return out
 	}
-	if redirect != "" && !strings.Contains(redirect, "/") && redirect != "." && redirect != ".." {
+	if relativeRedirect(redirect) {
 		name = redirect
 	}
 	for i := range parent.Lower {

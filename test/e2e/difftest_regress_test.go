@@ -289,3 +289,33 @@ func TestDiffRedirectStopsAtOpaqueAncestor(t *testing.T) {
 		},
 	})
 }
+
+// Issue 14 item 8 (the outside union-mount suite's rename-move-dir case in
+// its 3-layer mode), built by hand: a/dir of the bottom layer was renamed
+// to a/dirx (a relative redirect in the middle layer), then to a/e/dir (an
+// absolute one in the top layer). The relative redirect found in the
+// middle layer is resolved against where that directory was found,
+// /a/dirx, giving /a/dir; unionmount resolved it under the merged parent
+// a/e and listed a/e/dir empty.
+func TestDiffRelativeRedirectBelowAbsolute(t *testing.T) {
+	t.Parallel()
+	checkSeq(t, seqCase{
+		Lowers: [][]Entry{
+			{
+				Dir("a/e/dir").WithXattr(xattrRedirect, "/a/dirx"),
+				Whiteout("a/dirx"),
+			},
+			{
+				Dir("a/dirx").WithXattr(xattrRedirect, "dir"),
+				Whiteout("a/dir"),
+			},
+			{
+				File("a/dir/file", "in the bottom layer\n"),
+			},
+		},
+		Ops: []genOp{
+			{Kind: gReaddir, Path: "a/e/dir"},
+			{Kind: gRead, Path: "a/e/dir/file"},
+		},
+	})
+}
