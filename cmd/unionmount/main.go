@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"runtime"
 	"runtime/pprof"
 	"strconv"
@@ -63,6 +64,13 @@ func run(args []string) int {
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "unionmount: %v\n%s", err, "Try 'unionmount --help'.\n")
 		return 2
+	}
+	if c.remount {
+		if err := remount(c); err != nil {
+			fmt.Fprintf(os.Stderr, "unionmount: %v\n", err)
+			return 1
+		}
+		return 0
 	}
 	if fdStr := os.Getenv(notifyEnv); fdStr != "" {
 		return daemon(c, fdStr)
@@ -405,6 +413,62 @@ func checkMountpoint(mp string) error {
 	}
 	if !fi.IsDir() {
 		return fmt.Errorf("mountpoint %q: not a directory", mp)
+	}
+	return nil
+}
+
+// remountFlags are the flags of a mount that a remount keeps unless the
+// options change them; statfs reports them under the same values.
+const remountFlags = unix.MS_RDONLY | unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC |
+	unix.MS_SYNCHRONOUS | unix.MS_NOATIME | unix.MS_NODIRATIME | unix.MS_RELATIME
+
+// remount changes the flags of the unionmount mounted at c.mountpoint, as
+// mount(8)'s -o remount asks through mount.fuse3: read-only or read-write
+// and the generic flags given; the others stay as they are. The daemon
+// keeps serving: the kernel refuses writes to a read-only mount (EROFS)
+// before they reach it.
+func remount(c mountConfig) error {
+	real, err := filepath.EvalSymlinks(c.mountpoint)
+	if err != nil {
+		return fmt.Errorf("remount %q: %w", c.mountpoint, err)
+	}
+	real, _ = filepath.Abs(real)
+	typ, err := mountinfo.FsType(real)
+	if err != nil {
+		return fmt.Errorf("remount %q: %w", c.mountpoint, err)
+	}
+	if typ != "fuse.unionmount" {
+		return fmt.Errorf("remount %q: not a unionmount mount point (type %q)", c.mountpoint, typ)
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(real, &st); err != nil {
+		return fmt.Errorf("remount %q: %w", c.mountpoint, err)
+	}
+	flags := uintptr(st.Flags) & remountFlags
+	if c.rwSet {
+		flags &^= unix.MS_RDONLY
+		if c.readOnly {
+			flags |= unix.MS_RDONLY
+		}
+	}
+	for _, f := range c.mountFlags {
+		switch f {
+		case "nodev":
+			flags |= unix.MS_NODEV
+		case "dev":
+			flags &^= unix.MS_NODEV
+		case "nosuid":
+			flags |= unix.MS_NOSUID
+		case "suid":
+			flags &^= unix.MS_NOSUID
+		case "noexec":
+			flags |= unix.MS_NOEXEC
+		case "exec":
+			flags &^= unix.MS_NOEXEC
+		}
+	}
+	if err := unix.Mount("", real, "", unix.MS_REMOUNT|flags, ""); err != nil {
+		return fmt.Errorf("remount %q: %w", c.mountpoint, err)
 	}
 	return nil
 }

@@ -28,6 +28,9 @@ type mountConfig struct {
 	mountpoint    string
 	// redirectSet: redirect_dir was given explicitly.
 	redirectSet bool
+	// remount: change the flags of the live mount at mountpoint (mount(8)'s
+	// -o remount) instead of mounting. rwSet: ro or rw was given.
+	remount, rwSet bool
 	// mountFlags are the generic options that become mount flags (dev,
 	// nosuid, ...), in the order given.
 	mountFlags []string
@@ -132,8 +135,10 @@ var options = []option{
 		}},
 	{name: "passthrough", arg: "on|off", help: "the kernel reads and writes upper files itself (FUSE\npassthrough; default on where the kernel allows it: as\nroot, Linux 6.9 or later; off: every read and write goes\nthrough the daemon, as on a rootless mount)",
 		set: onOffOption("passthrough", func(c *mountConfig, on bool) { c.noPassthrough = !on })},
-	{name: "ro", help: "read-only mount; an upperdir is shown as the topmost lower",
-		set: func(c *mountConfig, _, _ string) error { c.readOnly = true; return nil }},
+	{name: "ro", aliases: []string{"rw"}, help: "read-only mount (rw: read-write, the default); an upperdir\nis shown as the topmost lower",
+		set: func(c *mountConfig, key, _ string) error { c.readOnly, c.rwSet = key == "ro", true; return nil }},
+	{name: "remount", help: "change the live mount at MOUNTPOINT (mount -o remount,ro\nor remount,rw, with dev, suid, exec and their no*)\ninstead of mounting; the daemon keeps serving",
+		set: func(c *mountConfig, _, _ string) error { c.remount = true; return nil }},
 	{name: "fsname", arg: "NAME", help: "the source shown in /proc/mounts",
 		set: func(c *mountConfig, _, val string) error { c.fsName = val; return nil }},
 	{name: "dev", aliases: []string{"nodev", "suid", "nosuid", "exec", "noexec"},
@@ -169,11 +174,13 @@ var options = []option{
 // has no meaning here, and fuse-overlayfs's. Options beginning with "x-" are
 // accepted too.
 var ignoredOptions = []string{
-	"rw", "lazytime", "nolazytime",
+	"lazytime", "nolazytime",
 	"sync", "async", "dirsync", "defaults",
 	"auto", "noauto", "user", "nouser", "users", "owner", "group", "nofail", "_netdev",
 	"allow_other", "allow_root", "default_permissions", "auto_unmount", "silent", "loud",
 	"comment", "context", "subtype", "max_read",
+	// the FUSE kernel's own, which mount(8) passes back on a remount
+	"user_id", "group_id", "rootmode", "blksize",
 	// kernel overlayfs features we have or don't need
 	"index", "xino", "nfs_export", "uuid",
 	// fuse-overlayfs
@@ -386,6 +393,9 @@ func parseArgs(args []string) (mountConfig, error) {
 		return c, errors.New("missing MOUNTPOINT")
 	default:
 		return c, fmt.Errorf("too many arguments: %q", pos)
+	}
+	if c.remount {
+		return c, nil // only the flags change; the layers stay as mounted
 	}
 	if len(c.union.Lowers) == 0 {
 		return c, errors.New("option lowerdir is required")

@@ -39,17 +39,8 @@ func TestMountTypeFuseUnionmount(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// make install, with the binary this test run built.
-	dest := filepath.Join(d, "destdir")
-	install := exec.Command("make", "-o", "build", "install", "BIN="+binPath, "DESTDIR="+dest)
-	install.Dir = filepath.Join("..", "..")
-	if out, err := install.CombinedOutput(); err != nil {
-		t.Fatalf("make install: %v\n%s", err, out)
-	}
+	dest := makeInstall(t, d)
 	bindir := filepath.Join(dest, "usr/local/bin")
-	if fi, err := os.Stat(filepath.Join(bindir, "unionmount")); err != nil || fi.Mode()&0o111 == 0 {
-		t.Fatalf("make install did not put an executable unionmount in /usr/local/bin: %v", err)
-	}
 	man := filepath.Join(dest, "usr/local/share/man/man8/unionmount.8")
 	if out, err := exec.Command("groff", "-man", "-Tutf8", "-ww", "-z", man).CombinedOutput(); err != nil || len(out) != 0 {
 		t.Errorf("man page %s: %v %s", man, err, out)
@@ -97,6 +88,87 @@ echo done
 		if b, err := os.ReadFile(filepath.Join(upper, name)); err != nil || string(b) != want {
 			t.Errorf("upper/%s: %q, %v: the write through the mount did not land", name, b, err)
 		}
+	}
+}
+
+// makeInstall runs make install, with the binary this test run built, into
+// a DESTDIR under d, and returns that DESTDIR.
+func makeInstall(t *testing.T, d string) string {
+	t.Helper()
+	dest := filepath.Join(d, "destdir")
+	install := exec.Command("make", "-o", "build", "install", "BIN="+binPath, "DESTDIR="+dest)
+	install.Dir = filepath.Join("..", "..")
+	if out, err := install.CombinedOutput(); err != nil {
+		t.Fatalf("make install: %v\n%s", err, out)
+	}
+	if fi, err := os.Stat(filepath.Join(dest, "usr/local/bin/unionmount")); err != nil || fi.Mode()&0o111 == 0 {
+		t.Fatalf("make install did not put an executable unionmount in /usr/local/bin: %v", err)
+	}
+	return dest
+}
+
+// TestRemountThroughMount8 (issue 14 item 12; xfstests generic/306 and
+// generic/452): mount -o remount,ro through mount(8) (which runs
+// mount.fuse3, which runs unionmount with remount among the options)
+// makes the live mount read-only: writes fail with EROFS, the same daemon
+// serves on, the other flags stay; remount,rw makes it writable again.
+// Kernel overlayfs on other layers does the same, side by side.
+func TestRemountThroughMount8(t *testing.T) {
+	requireMountable(t)
+	// Not parallel, for the same reason as TestMountTypeFuseUnionmount.
+	d := t.TempDir()
+	var dirs []string
+	for _, n := range []string{"lower", "upper", "work", "mnt", "kupper", "kwork", "kmnt"} {
+		p := filepath.Join(d, n)
+		if err := os.Mkdir(p, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		dirs = append(dirs, p)
+	}
+	lower, upper, work, mnt, kupper, kwork, kmnt := dirs[0], dirs[1], dirs[2], dirs[3], dirs[4], dirs[5], dirs[6]
+	if err := os.WriteFile(filepath.Join(lower, "f"), []byte("from lower\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	bindir := filepath.Join(makeInstall(t, d), "usr/local/bin")
+	t.Cleanup(func() { killDaemonsOf(t, mnt) })
+	script := `set -eu
+trap 'umount -l "$MNT" 2>/dev/null || true; umount -l "$KMNT" 2>/dev/null || true' EXIT
+mount --bind "$BINDIR" /usr/local/bin
+mount -t fuse.unionmount unionmount "$MNT" -o "nosuid,$OPTS"
+mount -t overlay overlay "$KMNT" -o "$KOPTS"
+daemon=$(pgrep -f -- " $MNT -o ")
+flags() { awk -v m="$1" '$5 == m { print $6 }' /proc/self/mountinfo; }
+for m in "$KMNT" "$MNT"; do
+	mount -o remount,ro "$m"
+	echo "$m ro: $(flags "$m")"
+	if (echo x > "$m/new") 2>"$m.err"; then echo "$m: a write to a read-only mount worked"; exit 1; fi
+	grep -q 'Read-only file system' "$m.err" || { cat "$m.err"; exit 1; }
+	cat "$m/f"
+	mount -o remount,rw "$m"
+	echo "$m rw: $(flags "$m")"
+	echo back > "$m/new"
+done
+[ "$(pgrep -f -- " $MNT -o ")" = "$daemon" ] || { echo "not the same daemon: $daemon, now $(pgrep -f -- " $MNT -o ")"; exit 1; }
+umount "$MNT"
+umount "$KMNT"
+echo done
+`
+	cmd := exec.Command("unshare", "-m", "--propagation", "private", "sh", "-c", script)
+	cmd.Env = append(os.Environ(), "MNT="+mnt, "KMNT="+kmnt, "BINDIR="+bindir,
+		"OPTS=lowerdir="+lower+",upperdir="+upper+",workdir="+work,
+		"KOPTS="+kernelOptions([]string{lower}, kupper, kwork, nil))
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.HasSuffix(string(out), "done\n") {
+		t.Fatalf("remount,ro and remount,rw through mount(8): %v\n%s", err, out)
+	}
+	t.Logf("%s", out)
+	for _, want := range []string{mnt + " ro: ro,nosuid,", mnt + " rw: rw,nosuid,", kmnt + " ro: ro,", kmnt + " rw: rw,"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("mount flags: no %q in\n%s", want, out)
+		}
+	}
+	if b, err := os.ReadFile(filepath.Join(upper, "new")); err != nil || string(b) != "back\n" {
+		t.Errorf("upper/new: %q, %v: the write after remount,rw did not land", b, err)
 	}
 }
 
