@@ -87,6 +87,22 @@ func (u *Union) indexNlink(key string, fallback uint64) uint64 {
 	return n
 }
 
+// layerNlink is the union link count that lower file p of layer l recorded
+// when its layer was the upper of a union (an upper rotated into the
+// lowers, as image builds do). Its links on disk count one more, in that
+// union's workdir index, which no longer shows; the recorded count may
+// count names that stayed in the layers below, which no longer share the
+// inode. Lookup shows the smaller of the two, as kernel overlayfs and ext4
+// agree on in the cases the differential tester finds.
+func (u *Union) layerNlink(l *layer.Layer, p string) (uint64, bool) {
+	v, err := l.GetxattrString(p, u.format.Name(layer.Nlink))
+	if err != nil || v == "" {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(v, 10, 64)
+	return n, err == nil && n > 0
+}
+
 // addNlink changes the union link count of index entry key by delta; an
 // inode with no index entry (an upper file's own links) counts itself.
 func (u *Union) addNlink(key string, delta int64) error {

@@ -225,6 +225,11 @@ func (u *Union) Lookup(parent *Entry, name string) (*Entry, unix.Stat_t, error) 
 				r, _ := cand.Layer.GetxattrString(cand.Path, u.format.Name(layer.Redirect))
 				e.Data = u.metacopyData(parent, name, cand.resolve(r), cand.Layer)
 			}
+			if !e.Upper && st.Nlink > 1 && st.Mode&unix.S_IFMT == unix.S_IFREG {
+				if n, ok := u.layerNlink(cand.Layer, cand.Path); ok && n < top.Nlink {
+					top.Nlink = n
+				}
+			}
 			if !e.Upper && st.Nlink > 1 && st.Mode&unix.S_IFMT == unix.S_IFREG && u.index != nil {
 				// Another name of this file may have been copied up: then
 				// this one shows the copy, through the index.
@@ -327,17 +332,17 @@ func (u *Union) candidates(parent *Entry, name, redirect string, below *layer.La
 		if err != nil {
 			return nil
 		}
-		dir, base := layer.Split(p)
 		for _, l := range u.lowers {
 			if !under(l) {
 				continue
 			}
+			dir, base := layer.Split(p)
 			out = append(out, candidate{Object: Object{Layer: l, Path: p}, parent: &Object{Layer: l, Path: dir}, parentPath: dir, name: base, absolute: true})
-			if u.opaqueOnPath(l, dir) {
-				// Kernel overlayfs walks the path in each layer and stops
-				// at the layer where a directory on it is opaque.
+			next, stop := u.followPath(l, p)
+			if stop {
 				break
 			}
+			p = next
 		}
 		return out
 	}
@@ -359,16 +364,41 @@ func (u *Union) candidates(parent *Entry, name, redirect string, below *layer.La
 	return out
 }
 
-// opaqueOnPath reports whether directory dir or one of its ancestors (not
-// the layer's root) is opaque in lower layer l. An error reads as "no": the
-// lookup that follows meets it.
-func (u *Union) opaqueOnPath(l *layer.Layer, dir string) bool {
-	for p := dir; p != ""; p = parentOf(p) {
-		if d, err := u.lowerDirFlags(l, p); err == nil && d.opaque {
-			return true
+// followPath walks the directories above p in lower layer l, as kernel
+// overlayfs walks an absolute redirect's path in each layer: a directory on
+// the way that is opaque hides the layers below (stop); one that is
+// redirected itself moves the rest of the path for the layers below, to its
+// redirect (an absolute one, or a bare name in its parent). next is where
+// the layers below l look for p. An error reads as "not here": the lookup
+// that follows meets it.
+func (u *Union) followPath(l *layer.Layer, p string) (next string, stop bool) {
+	parts := strings.Split(p, "/")
+	pre := "" // where the layers below see parts[:i]
+	i := 0
+	for ; i < len(parts)-1; i++ {
+		q := strings.Join(parts[:i+1], "/")
+		st, err := l.Lstat(q)
+		if err != nil || st.Mode&unix.S_IFMT != unix.S_IFDIR {
+			break // not on this layer's path: the rest stays as it is
+		}
+		d, err := u.lowerDirFlags(l, q)
+		if err != nil {
+			break
+		}
+		pre = layer.Join(pre, parts[i])
+		if d.opaque {
+			return "", true
+		}
+		switch {
+		case strings.HasPrefix(d.redirect, "/"):
+			if c, err := layer.Clean(d.redirect); err == nil {
+				pre = c
+			}
+		case relativeRedirect(d.redirect):
+			pre = layer.Join(parentOf(pre), d.redirect)
 		}
 	}
-	return false
+	return layer.Join(pre, strings.Join(parts[i:], "/")), false
 }
 
 // lowerDir is what a lookup needs to know of a lower directory.

@@ -3,6 +3,7 @@ package union
 import (
 	"errors"
 	"fmt"
+	"strings"
 
 	"golang.org/x/sys/unix"
 
@@ -169,9 +170,9 @@ func (u *Union) rename(oldParent *Entry, oldName string, newParent *Entry, newNa
 }
 
 // markMovedDir prepares upper directory src to live at a new name: one that
-// shows lower directories gets a redirect to them (a bare name within the
-// same parent, else an absolute lower path); one that shows none is made
-// opaque if the new name has lower entries it must not merge with.
+// shows lower directories gets a redirect to them (see redirectFor); one
+// that shows none is made opaque if the new name has lower entries it must
+// not merge with.
 func (u *Union) markMovedDir(src, oldParent, newParent *Entry, newBelow bool) error {
 	if len(src.Lower) == 0 {
 		if !newBelow {
@@ -179,13 +180,11 @@ func (u *Union) markMovedDir(src, oldParent, newParent *Entry, newBelow bool) er
 		}
 		return u.upper.Setxattr(src.Path, u.format.Name(layer.Opaque), []byte("y"), 0)
 	}
-	lp := src.Lower[0].Path
-	dir, base := layer.Split(lp)
-	redirect := "/" + lp
-	if oldParent.Path == newParent.Path && len(newParent.Lower) > 0 && newParent.Lower[0].Path == dir {
-		redirect = base
+	redirect, err := u.redirectFor(src, oldParent.Path == newParent.Path)
+	if err != nil || redirect == "" {
+		return err
 	}
-	err := u.upper.Setxattr(src.Path, u.format.Name(layer.Redirect), []byte(redirect), 0)
+	err = u.upper.Setxattr(src.Path, u.format.Name(layer.Redirect), []byte(redirect), 0)
 	if errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.E2BIG) || errors.Is(err, unix.ERANGE) {
 		// The redirect does not fit in an xattr (a deep lower path): as
 		// kernel overlayfs, EXDEV, so that mv falls back to copying.
@@ -232,4 +231,54 @@ func (u *Union) exchange(oldParent, a, newParent, b *Entry) error {
 func layerBase(p string) string {
 	_, b := layer.Split(p)
 	return b
+}
+
+// redirectFor is the redirect upper directory src (which shows lower
+// directories) needs to be moved, as kernel overlayfs's ovl_set_redirect
+// makes it: "" if the one it has still holds (an absolute one, or any
+// within the same parent); within the same parent its current name; else
+// its path in the union, from the root or from the nearest ancestor (or
+// itself) with an absolute redirect, each name replaced by the directory's
+// relative redirect if it has one. That path is what a lookup walks in
+// every lower layer, following the redirects of directories on the way, so
+// it stays right when the upper becomes a lower layer in its turn.
+func (u *Union) redirectFor(src *Entry, samedir bool) (string, error) {
+	redirectOf := func(p string) (string, error) {
+		x, err := u.upperDirXattrs(p)
+		if errors.Is(err, unix.ENOENT) {
+			return "", nil // not in upper: no redirect of its own
+		}
+		return x.redirect, err
+	}
+	own, err := redirectOf(src.Path)
+	if err != nil {
+		return "", err
+	}
+	if own != "" && (samedir || strings.HasPrefix(own, "/")) {
+		return "", nil
+	}
+	parts := strings.Split(src.Path, "/")
+	if samedir {
+		return parts[len(parts)-1], nil
+	}
+	var tail []string
+	for i := len(parts) - 1; i >= 0; i-- {
+		r := own
+		if i < len(parts)-1 {
+			if r, err = redirectOf(strings.Join(parts[:i+1], "/")); err != nil {
+				return "", err
+			}
+		}
+		if strings.HasPrefix(r, "/") {
+			if c, err := layer.Clean(r); err == nil {
+				return "/" + layer.Join(c, strings.Join(tail, "/")), nil
+			}
+		}
+		name := parts[i]
+		if relativeRedirect(r) {
+			name = r
+		}
+		tail = append([]string{name}, tail...)
+	}
+	return "/" + strings.Join(tail, "/"), nil
 }

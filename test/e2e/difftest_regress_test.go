@@ -319,3 +319,102 @@ func TestDiffRelativeRedirectBelowAbsolute(t *testing.T) {
 		},
 	})
 }
+
+// Found by TestDifferentialRandom, seed 210 (with rotations, issue 14 item
+// 8): dino. dm, a lower directory renamed from c/a (redirect "/c/a"), is
+// rotated into the lowers; its subdirectory e is then moved to e/e, whose
+// redirect "/dm/e" crosses dm in the layer below: the layers under that
+// one look for c/a/e, as kernel overlayfs rewrites the rest of the path at
+// a redirected directory on the way. unionmount looked for dm/e there and
+// found nothing.
+func TestDiffRedirectThroughRedirectedAncestor(t *testing.T) {
+	t.Parallel()
+	checkSeq(t, seqCase{
+		Lowers: [][]Entry{
+			{
+				Dir("c/a/e").WithXattr("trusted.overlay.opaque", "y"),
+				Dir("e/e"),
+			},
+		},
+		Ops: []genOp{
+			{Kind: gRename, Path: "c/a", Path2: "dm"},
+			{Kind: gRotate},
+			{Kind: gRename, Path: "dm/e", Path2: "e/e"},
+		},
+	})
+}
+
+// Found by TestDifferentialRandom, seed 104 (with rotations): tree:nlink.
+// b/c and d/d/c, one lower inode, are copied up through the index; the
+// upper is then rotated into the lowers, where the copy's links on disk
+// count one more, in the old workdir's index. The count the union kept
+// (unionmount's nlink xattr on the copy) is the one shown, as ext4 shows.
+func TestDiffRotatedIndexedLinkCount(t *testing.T) {
+	t.Parallel()
+	checkSeq(t, seqCase{
+		Lowers: [][]Entry{
+			{
+				File("b/c", "x"),
+				Hardlink("d/d/c", "b/c"),
+			},
+		},
+		Ops: []genOp{
+			{Kind: gWrite, Path: "d/d/c"},
+			{Kind: gRead, Path: "b/c"},
+			{Kind: gTruncOpen, Path: "d/d/c", Data: "x"},
+			{Kind: gRotate},
+		},
+	})
+}
+
+// Found by TestDifferentialRandom, seed 44 (with rotations): tree:only in
+// unionmount. After a/b/b is moved to b/a/d (redirect /a/b/b) and the
+// upper rotated into the lowers, a layer that has no a/ keeps the whole
+// path for the layers below: unionmount dropped the middle (a/b) and
+// merged a/b into b/a/d.
+func TestDiffRedirectPathMissingInLayer(t *testing.T) {
+	t.Parallel()
+	checkSeq(t, seqCase{
+		Lowers: [][]Entry{
+			{
+				Whiteout("b/a/c"),
+			},
+			{
+				Dir("a/b/b"),
+			},
+		},
+		Ops: []genOp{
+			{Kind: gRename, Path: "a/b/b", Path2: "b/a/d"},
+			{Kind: gRotate},
+		},
+	})
+}
+
+// Found by TestDifferentialRandom, seed 20 (with rotations): tree:nlink.
+// The copy of a lower file with three names (one hidden) is rotated into
+// the lowers with one name and the old index's link: its recorded union
+// count (3, from the lower) is more than its links on disk (2), which is
+// what kernel overlayfs and ext4 show.
+func TestDiffRotatedIndexedLinkCountHidden(t *testing.T) {
+	t.Parallel()
+	checkSeq(t, seqCase{
+		Lowers: [][]Entry{
+			{
+				File("a/d", "x"),
+			},
+			{
+				File("d/b/c", "x"),
+				Hardlink("a/d/b", "d/b/c"),
+				Hardlink("c/c/e", "d/b/c"),
+			},
+			{
+				Fifo("a/c/e"),
+			},
+		},
+		Ops: []genOp{
+			{Kind: gRename, Path: "c/c", Path2: "a/c/em"},
+			{Kind: gTruncate, Path: "a/c/em/e"},
+			{Kind: gRotate},
+		},
+	})
+}

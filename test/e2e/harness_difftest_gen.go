@@ -59,6 +59,7 @@ const (
 	gFtruncate   = "ftruncate"   // ftruncate(Key, Off)
 	gClose       = "close"       // close(Key)
 	gRemount     = "remount"     // close every kept descriptor, unmount, mount again
+	gRotate      = "rotate"      // as remount, with the upper made the topmost lower under a fresh upper
 	gReaddirMut  = "readdir-mut" // list Path partly, do Name(Path2, Data) in it, list the rest
 	gStat        = "stat"        // lstat(Path): type, mode, owner, size, nlink
 	gRead        = "read"        // read all of Path
@@ -347,7 +348,7 @@ func (m *model) apply(o genOp) {
 		m.apply(genOp{Kind: o.Name, Path: a, Path2: b})
 	case gOpen:
 		m.keys = append(m.keys, o.Key)
-	case gRemount:
+	case gRemount, gRotate:
 		m.keys = nil
 	case gClose:
 		for i, k := range m.keys {
@@ -543,7 +544,7 @@ func (g *gen) ops(m *model) []genOp {
 		o.As = as
 		return []genOp{o}
 	}
-	switch k := g.r.Intn(133); {
+	switch k := g.r.Intn(138); {
 	case k < 10:
 		return one(genOp{Kind: gWrite, Path: g.existing(m, "fl"), Off: genOffsets[g.r.Intn(len(genOffsets))], Data: g.content()})
 	case k < 16:
@@ -614,9 +615,32 @@ func (g *gen) ops(m *model) []genOp {
 		return one(genOp{Kind: gReadlink, Path: g.existing(m, "l")})
 	case k < 127:
 		return []genOp{{Kind: gRemount}}
+	case k < 129:
+		return []genOp{{Kind: gRotate}}
+	case k < 133:
+		return one(g.moveDir(m))
 	default:
 		return one(genOp{Kind: gListxattr, Path: g.existing(m, "")})
 	}
+}
+
+// moveDir renames a directory (often one of a lower layer, which leaves a
+// redirect) to a fresh name in its own parent or in another directory.
+// With rotations between them, such renames stack redirects in several
+// layers, relative ones below absolute ones.
+func (g *gen) moveDir(m *model) genOp {
+	p := g.existing(m, "d")
+	var to []string
+	for _, d := range append(m.paths("d"), ".") {
+		if d != p && !strings.HasPrefix(d, p+"/") {
+			to = append(to, d)
+		}
+	}
+	dir := path.Dir(p)
+	if len(to) > 0 && g.chance(2) {
+		dir = g.pick(to)
+	}
+	return genOp{Kind: gRename, Path: p, Path2: joinRel(dir, g.pick(genNames)+"m")}
 }
 
 // fdOps works on a kept descriptor: opens one (often read-only, on a file

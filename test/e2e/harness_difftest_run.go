@@ -125,14 +125,23 @@ func runSeq(t *testing.T, c seqCase) *seqResult {
 
 	kc, oc, ec := &opCtx{mnt: kern.mnt}, &opCtx{mnt: ours.mnt}, &opCtx{mnt: ext4}
 	for i, g := range c.Ops {
-		if g.Kind == gRemount {
+		if g.Kind == gRemount || g.Kind == gRotate {
 			// Kept descriptors are closed everywhere (ext4 too, so
 			// that later operations on them agree).
 			for _, c := range []*opCtx{kc, oc, ec} {
 				c.closeAll()
 			}
-			for _, s := range sides {
+			for j, s := range sides {
 				s.unmount(t)
+				if g.Kind == gRotate {
+					// Each side's upper becomes its topmost lower: from
+					// now on it must not be written either.
+					for _, line := range diffFingerprints(lowersBefore[j], fingerprint(t, s.lowers...)) {
+						res.add("lowers-written", "%s wrote its lowers: %s", s.name, line)
+					}
+					s.rotate(t)
+					lowersBefore[j] = fingerprint(t, s.lowers...)
+				}
 				mountSide(t, s)
 			}
 			kc.mnt, oc.mnt = kern.mnt, ours.mnt

@@ -304,7 +304,7 @@ var genKindConst = map[string]string{
 	gMkdir: "gMkdir", gRmdir: "gRmdir", gUnlink: "gUnlink", gRename: "gRename", gMkfifo: "gMkfifo",
 	gOpen: "gOpen", gPread: "gPread", gPwrite: "gPwrite", gFchmod: "gFchmod", gFsetxattr: "gFsetxattr",
 	gFstat: "gFstat", gFdSameIno: "gFdSameIno", gClose: "gClose", gReaddirMut: "gReaddirMut",
-	gFchown: "gFchown", gFutimens: "gFutimens", gFtruncate: "gFtruncate", gRemount: "gRemount",
+	gFchown: "gFchown", gFutimens: "gFutimens", gFtruncate: "gFtruncate", gRemount: "gRemount", gRotate: "gRotate",
 	gStat: "gStat", gRead: "gRead", gReaddir: "gReaddir", gReadlink: "gReadlink", gListxattr: "gListxattr",
 }
 

@@ -285,6 +285,21 @@ func newStack(t *testing.T, spec stackSpec) *stack {
 	return s
 }
 
+// rotate makes the upper the topmost lower, under a fresh, empty upper
+// and workdir: what a container image build does with each layer.
+func (s *stack) rotate(t *testing.T) {
+	t.Helper()
+	n := len(s.lowers)
+	upper, work := filepath.Join(s.base, fmt.Sprintf("upper%d", n)), filepath.Join(s.base, fmt.Sprintf("work%d", n))
+	for _, d := range []string{upper, work} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.lowers = append([]string{s.upper}, s.lowers...)
+	s.upper, s.work = upper, work
+}
+
 func sortedKeys[V any](m map[string]V) []string {
 	keys := make([]string, 0, len(m))
 	for k := range m {
