@@ -394,13 +394,8 @@ func TestOptionEscapesAndBadValues(t *testing.T) {
 	requireMountable(t)
 	t.Parallel()
 	d := t.TempDir()
-	comma, lower, alias, upper, work, mnt := filepath.Join(d, "a,b"), filepath.Join(d, "lower"), filepath.Join(d, "alias"),
-		filepath.Join(d, "upper"), filepath.Join(d, "work"), filepath.Join(d, "mnt")
-	for _, p := range []string{comma, lower, alias, upper, work, mnt} {
-		if err := os.Mkdir(p, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
+	dirs := mkdirs(t, d, "a,b", "lower", "alias", "upper", "work", "mnt")
+	comma, lower, alias, upper, work, mnt := dirs[0], dirs[1], dirs[2], dirs[3], dirs[4], dirs[5]
 	if err := os.WriteFile(filepath.Join(comma, "f"), []byte("in a,b\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -449,14 +444,8 @@ func TestOptionEscapesAndBadValues(t *testing.T) {
 func TestUpperLockedWithAnotherWorkdir(t *testing.T) {
 	requireMountable(t)
 	t.Parallel()
-	d := t.TempDir()
-	lower, upper, upper2, work, work2, mnt := filepath.Join(d, "lower"), filepath.Join(d, "upper"), filepath.Join(d, "upper2"),
-		filepath.Join(d, "work"), filepath.Join(d, "work2"), filepath.Join(d, "mnt")
-	for _, p := range []string{lower, upper, upper2, work, work2, mnt} {
-		if err := os.Mkdir(p, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
+	dirs := mkdirs(t, t.TempDir(), "lower", "upper", "upper2", "work", "work2", "mnt")
+	lower, upper, upper2, work, work2, mnt := dirs[0], dirs[1], dirs[2], dirs[3], dirs[4], dirs[5]
 	// The oracle: kernel overlayfs refuses the upper of a live mount with
 	// another workdir (with index=on; index=off only warns that both
 	// mounts writing it is undefined: unionmount always refuses).
@@ -494,4 +483,18 @@ func refusedLeftNoMount(t *testing.T, mnt string) {
 			t.Errorf("fusermount3 -u %s: %v %s", mnt, err, out)
 		}
 	}
+}
+
+// mkdirs makes directories names in base and returns their paths.
+func mkdirs(t *testing.T, base string, names ...string) []string {
+	t.Helper()
+	var out []string
+	for _, n := range names {
+		p := filepath.Join(base, n)
+		if err := os.Mkdir(p, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, p)
+	}
+	return out
 }

@@ -117,14 +117,7 @@ func TestRemountThroughMount8(t *testing.T) {
 	requireMountable(t)
 	// Not parallel, for the same reason as TestMountTypeFuseUnionmount.
 	d := t.TempDir()
-	var dirs []string
-	for _, n := range []string{"lower", "upper", "work", "mnt", "kupper", "kwork", "kmnt"} {
-		p := filepath.Join(d, n)
-		if err := os.Mkdir(p, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		dirs = append(dirs, p)
-	}
+	dirs := mkdirs(t, d, "lower", "upper", "work", "mnt", "kupper", "kwork", "kmnt")
 	lower, upper, work, mnt, kupper, kwork, kmnt := dirs[0], dirs[1], dirs[2], dirs[3], dirs[4], dirs[5], dirs[6]
 	if err := os.WriteFile(filepath.Join(lower, "f"), []byte("from lower\n"), 0o644); err != nil {
 		t.Fatal(err)
