@@ -202,9 +202,16 @@ func serve(c mountConfig, ready func(error)) int {
 		level = slog.LevelDebug
 	}
 	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})))
+	// After a pivot_root into the union, paths lead into the union itself,
+	// which the daemon would then ask of itself: what it reads later is
+	// opened now (mount tables, through /proc; go-fuse's /dev/null).
+	proc, err := mountinfo.OpenProc()
+	if err != nil {
+		return fail(err)
+	}
+	defer proc.Close()
 	// go-fuse opens /dev/null by its path the first time it empties a
-	// splice pipe: have it do so now, while the path leads to it (after a
-	// pivot_root into the union it leads into the union, if anywhere).
+	// splice pipe: have it do so now.
 	if p, err := splice.Get(); err == nil {
 		splice.Done(p)
 	}
@@ -243,7 +250,7 @@ func serve(c mountConfig, ready func(error)) int {
 	gone := make(chan struct{})
 	if dev != "" {
 		go func() {
-			if mountinfo.WaitGone(dev, waited) == nil {
+			if proc.WaitGone(dev, waited) == nil {
 				close(gone)
 			}
 		}()
@@ -251,7 +258,7 @@ func serve(c mountConfig, ready func(error)) int {
 	select {
 	case <-waited:
 	case <-gone:
-		endWhenUnmounted(c.mountpoint, dev, waited)
+		endWhenUnmounted(proc, c.mountpoint, dev, waited)
 	}
 	close(served)
 	return 0
@@ -274,8 +281,8 @@ func serve(c mountConfig, ready func(error)) int {
 //     workdir for ever.
 //
 // Both at once (copies elsewhere and lazy users here) count as the second.
-func endWhenUnmounted(mountpoint, dev string, waited <-chan struct{}) {
-	elsewhere, err := mountinfo.MountedElsewhere(dev)
+func endWhenUnmounted(proc *mountinfo.Proc, mountpoint, dev string, waited <-chan struct{}) {
+	elsewhere, err := proc.MountedElsewhere(dev)
 	if err != nil {
 		slog.Warn("unmounted here; cannot read other namespaces' mount tables, serving until the connection ends", "mountpoint", mountpoint, "err", err)
 	}

@@ -4,6 +4,7 @@ package mountinfo
 
 import (
 	"bufio"
+	"io"
 	"os"
 	"strconv"
 	"strings"
@@ -68,30 +69,82 @@ func mounted(table, dev string) bool {
 	return false
 }
 
+// Proc reads mount tables through a descriptor of procfs opened once, so
+// that nothing is looked up by path afterwards: a daemon whose union became
+// its root (pivot_root) would otherwise look "/proc" up in the union it
+// serves, through itself.
+type Proc struct{ fd int }
+
+// OpenProc opens /proc for the mount table readers.
+func OpenProc() (*Proc, error) {
+	fd, err := unix.Open("/proc", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: "/proc", Err: err}
+	}
+	return &Proc{fd: fd}, nil
+}
+
+// Close releases the descriptor.
+func (p *Proc) Close() error { return unix.Close(p.fd) }
+
+// open opens name (as "self/mountinfo") under /proc.
+func (p *Proc) open(name string, flags int) (*os.File, error) {
+	fd, err := unix.Openat(p.fd, name, flags|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: "/proc/" + name, Err: err}
+	}
+	return os.NewFile(uintptr(fd), "/proc/"+name), nil
+}
+
+// readFile reads name under /proc.
+func (p *Proc) readFile(name string) ([]byte, error) {
+	f, err := p.open(name, unix.O_RDONLY)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(f)
+}
+
+// readlink reads symlink name under /proc.
+func (p *Proc) readlink(name string) (string, error) {
+	buf := make([]byte, 256)
+	n, err := unix.Readlinkat(p.fd, name, buf)
+	if err != nil {
+		return "", &os.PathError{Op: "readlink", Path: "/proc/" + name, Err: err}
+	}
+	return string(buf[:n]), nil
+}
+
 // MountedElsewhere reports whether a filesystem with device number dev
 // ("major:minor", as in field 3 of mountinfo) is mounted in a mount
 // namespace other than this process's, as far as /proc shows: the table of
 // one process of each other namespace is read.
-func MountedElsewhere(dev string) (bool, error) {
-	own, err := os.Readlink("/proc/self/ns/mnt")
+func (p *Proc) MountedElsewhere(dev string) (bool, error) {
+	own, err := p.readlink("self/ns/mnt")
 	if err != nil {
 		return false, err
 	}
-	ents, err := os.ReadDir("/proc")
+	dir, err := p.open(".", unix.O_RDONLY|unix.O_DIRECTORY)
+	if err != nil {
+		return false, err
+	}
+	names, err := dir.Readdirnames(-1)
+	dir.Close()
 	if err != nil {
 		return false, err
 	}
 	seen := map[string]bool{own: true}
-	for _, e := range ents {
-		if _, err := strconv.Atoi(e.Name()); err != nil {
+	for _, pid := range names {
+		if _, err := strconv.Atoi(pid); err != nil {
 			continue
 		}
-		ns, err := os.Readlink("/proc/" + e.Name() + "/ns/mnt")
+		ns, err := p.readlink(pid + "/ns/mnt")
 		if err != nil || seen[ns] {
 			continue // gone meanwhile, or not ours to look at
 		}
 		seen[ns] = true
-		table, err := os.ReadFile("/proc/" + e.Name() + "/mountinfo")
+		table, err := p.readFile(pid + "/mountinfo")
 		if err == nil && mounted(string(table), dev) {
 			return true, nil
 		}
@@ -103,19 +156,19 @@ func MountedElsewhere(dev string) (bool, error) {
 // ("major:minor", unique to it while it lives) is left in this namespace's
 // mount table (the kernel signals every change of it to poll), or done is
 // closed. Not a mount ID: those are reused, by anyone's next mount.
-func WaitGone(dev string, done <-chan struct{}) error {
-	fd, err := unix.Open("/proc/self/mountinfo", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+func (p *Proc) WaitGone(dev string, done <-chan struct{}) error {
+	watch, err := p.open("self/mountinfo", unix.O_RDONLY)
 	if err != nil {
 		return err
 	}
-	defer unix.Close(fd)
+	defer watch.Close()
 	for {
 		select {
 		case <-done:
 			return nil
 		default:
 		}
-		table, err := os.ReadFile("/proc/self/mountinfo")
+		table, err := p.readFile("self/mountinfo")
 		if err != nil {
 			return err
 		}
@@ -124,7 +177,7 @@ func WaitGone(dev string, done <-chan struct{}) error {
 		}
 		// POLLPRI on a change of the table (the poll itself resets the
 		// event); wake up now and then to see done closed.
-		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLPRI}}
+		pfd := []unix.PollFd{{Fd: int32(watch.Fd()), Events: unix.POLLPRI}}
 		n, err := unix.Poll(pfd, 1000)
 		if err != nil && err != unix.EINTR {
 			return err
