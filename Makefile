@@ -35,7 +35,7 @@ all: build
 
 help:
 	@echo "Targets:"
-	@echo "  build      go build -o $(BIN) ./cmd/unionmount (default)"
+	@echo "  build      CGO_ENABLED=0 go build -o $(BIN) ./cmd/unionmount (default)"
 	@echo "  deps       install missing Debian packages and staticcheck (scripts/deps.sh)"
 	@echo "  lint       gofmt -l (must be empty), go vet, staticcheck (installed if missing)"
 	@echo "  fmt        gofmt -w the tree"
@@ -51,8 +51,13 @@ help:
 	@echo "  tools-bench  time check/diff/export/import/merge on a GOROOT-sized union (root, ~15 s)"
 	@echo "  bench      benchmark vs native, kernel overlayfs, fuse-overlayfs, as root and rootless, warm and cold caches, + strace, start-up, Podman (root, 1-2 h; BENCH_ARGS=-quick|-reps N|-scale|-pprof|-h)"
 
+# Without cgo: a static binary (for an initramfs, a busybox root), and no
+# libc in the daemon, whose threads would open files by path when they
+# start (glibc's arena setup reads /sys/devices/system/cpu/online): after a
+# pivot_root into the union, into the union itself, through the daemon,
+# which deadlocked it with a garbage collection.
 build:
-	$(GO) build -o $(BIN) ./cmd/unionmount
+	CGO_ENABLED=0 $(GO) build -o $(BIN) ./cmd/unionmount
 
 deps:
 	bash scripts/deps.sh

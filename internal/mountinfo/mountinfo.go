@@ -106,6 +106,22 @@ func (p *Proc) readFile(name string) ([]byte, error) {
 	return io.ReadAll(f)
 }
 
+// mountedHere reports whether this namespace's table lists dev. A table
+// read while mounts come and go can miss a line (it is read a page at a
+// time), so an absence is believed only when a second read agrees.
+func (p *Proc) mountedHere(dev string) (bool, error) {
+	for range 2 {
+		table, err := p.readFile("self/mountinfo")
+		if err != nil {
+			return false, err
+		}
+		if mounted(string(table), dev) {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
 // readlink reads symlink name under /proc.
 func (p *Proc) readlink(name string) (string, error) {
 	buf := make([]byte, 256)
@@ -168,11 +184,11 @@ func (p *Proc) WaitGone(dev string, done <-chan struct{}) error {
 			return nil
 		default:
 		}
-		table, err := p.readFile("self/mountinfo")
+		here, err := p.mountedHere(dev)
 		if err != nil {
 			return err
 		}
-		if !mounted(string(table), dev) {
+		if !here {
 			return nil
 		}
 		// POLLPRI on a change of the table (the poll itself resets the

@@ -65,7 +65,7 @@ func runMain(m *testing.M) int {
 	return m.Run()
 }
 
-// buildBinary runs `go build -o out ./cmd/unionmount` from the repository
+// buildBinary runs `CGO_ENABLED=0 go build -o out ./cmd/unionmount` from the repository
 // root, two levels above this package (go test runs in the package folder).
 func buildBinary(out string) error {
 	wd, err := os.Getwd()
@@ -81,6 +81,7 @@ func buildBinary(out string) error {
 		goBin = filepath.Join(os.Getenv("GOROOT"), "bin", "go")
 	}
 	cmd := exec.Command(goBin, "build", "-o", out, "./cmd/unionmount")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0") // as make build: see the Makefile
 	cmd.Dir = root
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("go build ./cmd/unionmount: %v\n%s", err, b)
