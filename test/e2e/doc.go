@@ -18,10 +18,12 @@
 //     mountKernel, unmount.
 //   - harness_layers.go: layers built from entries (File, Dir, Whiteout...).
 //   - harness_snapshot.go: a merged tree as data, and diffs of trees.
-//   - harness_compare.go: the differential runner for hand-written cases
-//     (sameOnBoth) and its operations; harness_checks.go: checks of an upper.
-//   - harness_difftest_*.go: the generated-sequence tester (gen, run, shrink)
-//     against kernel overlayfs and ext4.
+//   - harness_compare.go: the differential engine (pair: one stack built
+//     twice, kernel overlayfs on one side, unionmount on the other), its
+//     runner for hand-written cases (sameOnBoth) and their operations;
+//     harness_checks.go: checks of an upper.
+//   - harness_difftest_*.go: the generated-sequence tester (gen, run on the
+//     same pair plus ext4, shrink).
 //   - harness_reliability.go, harness_model.go: foreground daemons, scratch
 //     filesystems, the crash model; harness_overlays.go: kernel overlayfs,
 //     unionmount and fuse-overlayfs side by side; harness_tools.go: the

@@ -340,8 +340,21 @@ func mountKernel(t *testing.T, lowers []string, upper, work string, extraOpts ..
 		rest = append(rest, o)
 	}
 	opts := kernelOptions(lowers, upper, work, rest)
-	if err := unix.Mount("overlay", mnt, "overlay", flags, opts); err != nil {
-		t.Fatalf("mount -t overlay -o %s %s: %v (see dmesg)", opts, mnt, err)
+	// A mount of an upper unmounted a moment ago can fail with EBUSY: with
+	// index=on the kernel keeps the upper "in use" until its old
+	// superblock is gone, and a parallel test's fork may hold our
+	// (close-on-exec) descriptors of the old mount until it execs.
+	// Retried for a bounded time.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		err := unix.Mount("overlay", mnt, "overlay", flags, opts)
+		if err == nil {
+			break
+		}
+		if err != unix.EBUSY || time.Now().After(deadline) {
+			t.Fatalf("mount -t overlay -o %s %s: %v (see dmesg; EBUSY for 30 s: the upper's previous mount is still referenced)", opts, mnt, err)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 	register(t, &mountHandle{dir: mnt, kind: "kernel"})
 	return mnt

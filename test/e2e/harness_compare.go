@@ -52,6 +52,63 @@ func (s *side) unmount(t *testing.T) {
 	s.mnt = ""
 }
 
+// pair is the differential engine both runners drive (sameOnBoth for the
+// hand-written cases, runSeq for the tester's generated sequences): one
+// stack built twice, one side mounted with kernel overlayfs (the oracle)
+// and one with unionmount, and each side's lowers fingerprinted, to prove
+// at the end that nothing wrote them.
+type pair struct {
+	kern, ours *side
+	lowers     map[*side]map[string]string // fingerprints of each side's lowers
+}
+
+// newPair builds both stacks from spec; kernelOpts and unionOpts are the
+// sides' own options (see side).
+func newPair(t *testing.T, spec stackSpec, kernelOpts, unionOpts []string) *pair {
+	t.Helper()
+	p := &pair{
+		kern:   &side{name: "kernel", stack: newStack(t, spec), kernelOpts: kernelOpts, unionOpts: unionOpts},
+		ours:   &side{name: "unionmount", stack: newStack(t, spec), kernelOpts: kernelOpts, unionOpts: unionOpts},
+		lowers: map[*side]map[string]string{},
+	}
+	for _, s := range p.sides() {
+		p.fingerprintLowers(t, s)
+	}
+	return p
+}
+
+func (p *pair) sides() []*side { return []*side{p.kern, p.ours} }
+
+// mount mounts both sides, each with its filesystem, opts added.
+func (p *pair) mount(t *testing.T, opts []string) {
+	t.Helper()
+	for _, s := range p.sides() {
+		s.mount(t, opts)
+	}
+}
+
+// unmount unmounts both sides.
+func (p *pair) unmount(t *testing.T) {
+	t.Helper()
+	for _, s := range p.sides() {
+		s.unmount(t)
+	}
+}
+
+// fingerprintLowers records s's lowers as they are now (again after its
+// upper was rotated into them).
+func (p *pair) fingerprintLowers(t *testing.T, s *side) {
+	t.Helper()
+	p.lowers[s] = fingerprint(t, s.lowers...)
+}
+
+// lowersWritten is what changed in s's lowers since they were
+// fingerprinted: nothing, or unionmount broke its first promise.
+func (p *pair) lowersWritten(t *testing.T, s *side) []string {
+	t.Helper()
+	return diffFingerprints(p.lowers[s], fingerprint(t, s.lowers...))
+}
+
 // diffCase is one differential test.
 type diffCase struct {
 	stackSpec
@@ -90,13 +147,10 @@ func sameOnBoth(t *testing.T, c diffCase) (kern, ours *side) {
 	t.Helper()
 	requireMountable(t)
 	start := time.Now()
-	kern = &side{name: "kernel", stack: newStack(t, c.stackSpec), kernelOpts: c.kernelOpts, unionOpts: c.unionOpts}
-	ours = &side{name: "unionmount", stack: newStack(t, c.stackSpec), kernelOpts: c.kernelOpts, unionOpts: c.unionOpts}
-	sides := []*side{kern, ours}
-	lowersBefore := []map[string]string{fingerprint(t, kern.lowers...), fingerprint(t, ours.lowers...)}
-	for _, s := range sides {
-		s.mount(t, c.opts)
-	}
+	p := newPair(t, c.stackSpec, c.kernelOpts, c.unionOpts)
+	kern, ours = p.kern, p.ours
+	sides := p.sides()
+	p.mount(t, c.opts)
 
 	// The operations, each on both sides before the next.
 	kc, oc := &opCtx{mnt: kern.mnt}, &opCtx{mnt: ours.mnt}
@@ -127,8 +181,8 @@ func sameOnBoth(t *testing.T, c diffCase) (kern, ours *side) {
 	treeK, treeO := snapshot(t, kern.mnt), snapshot(t, ours.mnt)
 	compareTrees(t, "merged trees after the operations", treeK, treeO, opts)
 
+	p.unmount(t)
 	for _, s := range sides {
-		s.unmount(t)
 		if s.upper != "" {
 			checkWorkEmpty(t, s)
 		}
@@ -144,16 +198,12 @@ func sameOnBoth(t *testing.T, c diffCase) (kern, ours *side) {
 	}
 
 	// Each remounted with its own filesystem.
-	for _, s := range sides {
-		s.mount(t, c.opts)
-	}
+	p.mount(t, c.opts)
 	treeK2, treeO2 := snapshot(t, kern.mnt), snapshot(t, ours.mnt)
 	compareTrees(t, "merged trees after remounting each with its own filesystem", treeK2, treeO2, opts)
 	reportDiff(t, "unionmount's tree before vs after remount",
 		diffTrees("before", treeO, "after", treeO2, opts))
-	for _, s := range sides {
-		s.unmount(t)
-	}
+	p.unmount(t)
 
 	// Each filesystem on the other's layers.
 	if !c.noCross && kern.upper != "" {
@@ -171,8 +221,8 @@ func sameOnBoth(t *testing.T, c diffCase) (kern, ours *side) {
 		unmount(t, ux)
 	}
 
-	for i, s := range sides {
-		reportDiff(t, s.name+"'s lowers were written to", diffFingerprints(lowersBefore[i], fingerprint(t, s.lowers...)))
+	for _, s := range sides {
+		reportDiff(t, s.name+"'s lowers were written to", p.lowersWritten(t, s))
 	}
 	return kern, ours
 }

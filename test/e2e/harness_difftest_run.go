@@ -110,14 +110,9 @@ func runSeq(t *testing.T, c seqCase) *seqResult {
 	t.Helper()
 	res := &seqResult{}
 	start := time.Now()
-	spec := stackSpec{lowers: c.Lowers, upper: c.Upper}
-	kern := &side{name: "kernel", stack: newStack(t, spec), kernelOpts: difftestKernelOpts, unionOpts: difftestUnionOpts}
-	ours := &side{name: "unionmount", stack: newStack(t, spec), kernelOpts: difftestKernelOpts, unionOpts: difftestUnionOpts}
-	sides := []*side{kern, ours}
-	lowersBefore := []map[string]string{fingerprint(t, kern.lowers...), fingerprint(t, ours.lowers...)}
-	for _, s := range sides {
-		mountSide(t, s)
-	}
+	p := newPair(t, stackSpec{lowers: c.Lowers, upper: c.Upper}, difftestKernelOpts, difftestUnionOpts)
+	kern, ours, sides := p.kern, p.ours, p.sides()
+	p.mount(t, nil)
 	ext4 := filepath.Join(t.TempDir(), "ext4")
 	if err := copyTree(kern.mnt, ext4); err != nil {
 		t.Fatalf("copying the merged tree to %s: %v", ext4, err)
@@ -131,18 +126,18 @@ func runSeq(t *testing.T, c seqCase) *seqResult {
 			for _, c := range []*opCtx{kc, oc, ec} {
 				c.closeAll()
 			}
-			for j, s := range sides {
+			for _, s := range sides {
 				s.unmount(t)
 				if g.Kind == gRotate {
 					// Each side's upper becomes its topmost lower: from
 					// now on it must not be written either.
-					for _, line := range diffFingerprints(lowersBefore[j], fingerprint(t, s.lowers...)) {
+					for _, line := range p.lowersWritten(t, s) {
 						res.add("lowers-written", "%s wrote its lowers: %s", s.name, line)
 					}
 					s.rotate(t)
-					lowersBefore[j] = fingerprint(t, s.lowers...)
+					p.fingerprintLowers(t, s)
 				}
-				mountSide(t, s)
+				s.mount(t, nil)
 			}
 			kc.mnt, oc.mnt = kern.mnt, ours.mnt
 			res.log = append(res.log, fmt.Sprintf("%2d %s", i, g))
@@ -187,16 +182,12 @@ func runSeq(t *testing.T, c seqCase) *seqResult {
 		}
 	}
 
-	for _, s := range sides {
-		s.unmount(t)
-	}
+	p.unmount(t)
 	if left := dirEntries(t, filepath.Join(ours.work, "work")); len(left) > 0 && !selftestKernel {
 		res.add("work-not-empty", "workdir/work holds %v after unmount", left)
 	}
 
-	for _, s := range sides {
-		mountSide(t, s)
-	}
+	p.mount(t, nil)
 	treeK2, treeO2 := res.snapshot("remount", kern), res.snapshot("remount", ours)
 	compareTreesInto(res, "remount", treeK2, treeO2, treeE, opts)
 	for _, line := range diffTrees("before", treeO, "after", treeO2, opts) {
@@ -208,46 +199,13 @@ func runSeq(t *testing.T, c seqCase) *seqResult {
 			res.add("ino-remount", "%s: unionmount st_ino %d before remount, %d after", p, b.Ino, a.Ino)
 		}
 	}
+	p.unmount(t)
 	for _, s := range sides {
-		s.unmount(t)
-	}
-	for i, s := range sides {
-		for _, line := range diffFingerprints(lowersBefore[i], fingerprint(t, s.lowers...)) {
+		for _, line := range p.lowersWritten(t, s) {
 			res.add("lowers-written", "%s wrote its lowers: %s", s.name, line)
 		}
 	}
 	return res
-}
-
-// mountSide mounts s with the tester's options. A kernel overlayfs mount of
-// an upper unmounted a moment ago can fail with EBUSY: with index=on the
-// kernel keeps the upper "in use" until its old superblock is gone, and a
-// parallel test's fork may hold our (close-on-exec) descriptors of the old
-// mount until it execs. Retried for a bounded time.
-func mountSide(t *testing.T, s *side) {
-	t.Helper()
-	if s.name != "kernel" && !selftestKernel {
-		s.mount(t, nil)
-		return
-	}
-	mnt := filepath.Join(t.TempDir(), "mnt")
-	if err := os.Mkdir(mnt, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	opts := kernelOptions(s.lowers, s.upper, s.work, s.kernelOpts)
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		err := unix.Mount("overlay", mnt, "overlay", 0, opts)
-		if err == nil {
-			break
-		}
-		if err != unix.EBUSY || time.Now().After(deadline) {
-			t.Fatalf("mount -t overlay -o %s %s: %v (see dmesg; EBUSY for 30 s: the upper's previous mount is still referenced)", opts, mnt, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	register(t, &mountHandle{dir: mnt, kind: "kernel"})
-	s.mnt = mnt
 }
 
 // snapshot takes s's merged tree; what cannot be read is a discrepancy,
