@@ -138,17 +138,20 @@ func (u *Union) upperObject(p string, mode uint32) (int, error) {
 }
 
 // openDeferred opens e for writing without copying its data up yet, where
-// a metadata-only copy can stand in until the first write (open without
-// O_TRUNC or O_APPEND of a lower regular file with one name, metacopy on):
-// it returns a writable descriptor of the upper file and a read-only one
-// of the data below. Before writing through wfd the caller must complete
-// the copy (copyUpData); until then reads must use rfd (see File). ok is
-// false where this does not apply; the caller then opens with Open.
+// a metadata-only copy can stand in until the first write (write-only open
+// without O_TRUNC or O_APPEND of a lower regular file with one name,
+// metacopy on): it returns a writable descriptor of the upper file and a
+// read-only one of the data below. Before writing through wfd the caller
+// must complete the copy (copyUpData); until then reads must use rfd (see
+// File). ok is false where this does not apply; the caller then opens with
+// Open.
 func (u *Union) openDeferred(e *Entry, flags int) (wfd, rfd int, ok bool, err error) {
 	// O_APPEND is there to write: copying the data at once costs one build
-	// instead of two.
+	// instead of two. A read-write open may be mapped shared: its writes
+	// then reach the file only when written back, and stat must see them
+	// at once, as with a mapping of the copy itself (by passthrough).
 	if u.upper == nil || !u.cfg.MetaCopy || flags&(unix.O_TRUNC|unix.O_APPEND) != 0 || e.Mode != unix.S_IFREG ||
-		e.Index != "" {
+		e.Index != "" || flags&unix.O_ACCMODE != unix.O_WRONLY {
 		return -1, -1, false, nil
 	}
 	// A lower file, or a metadata-only copy whose data is known. One found

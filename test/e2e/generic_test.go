@@ -351,3 +351,70 @@ func TestLowerAtimeNeverChanges(t *testing.T) {
 		}
 	}
 }
+
+// TestSharedMappingWritesUpdateTimes: a write through a shared mapping
+// updates mtime and ctime as stat sees them, right after the write and
+// after msync (generic/080, generic/215), as on kernel overlayfs: for a
+// file in the lower layer (the writable open copies it up) and one in
+// upper, with metacopy off and on.
+func TestSharedMappingWritesUpdateTimes(t *testing.T) {
+	requireMountable(t)
+	t.Parallel()
+	for _, metacopy := range []string{"metacopy=off", "metacopy=on"} {
+		t.Run(metacopy, func(t *testing.T) {
+			t.Parallel()
+			sharedMappingTimes(t, metacopy)
+		})
+	}
+}
+
+func sharedMappingTimes(t *testing.T, metacopy string) {
+	var transcripts [2]transcript
+	for i, kind := range []overlayKind{kindKernel, kindUnionmount} {
+		s := newStack(t, stackSpec{lowers: [][]Entry{{File("lower", "0123456789")}}})
+		mnt := mountOverlay(t, kind, s.lowers, s.upper, s.work, metacopy)
+		if err := os.WriteFile(filepath.Join(mnt, "upper"), []byte("0123456789"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		tr := &transcripts[i]
+		for _, name := range []string{"lower", "upper"} {
+			p := filepath.Join(mnt, name)
+			fd, err := unix.Open(p, unix.O_RDWR, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			old := []unix.Timespec{{Sec: 1e9}, {Sec: 1e9}}
+			if err := unix.UtimesNano(p, old); err != nil {
+				t.Fatal(err)
+			}
+			var before unix.Stat_t
+			if err := unix.Stat(p, &before); err != nil {
+				t.Fatal(err)
+			}
+			m, err := unix.Mmap(fd, 0, 10, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+			if err != nil {
+				t.Fatal(err)
+			}
+			observe := func(when string) {
+				var st unix.Stat_t
+				err := unix.Stat(p, &st)
+				tr.add("%s, %s: stat %s, mtime changed %v, ctime changed %v", name, when, errText(err, mnt),
+					st.Mtim != before.Mtim, st.Ctim != before.Ctim)
+			}
+			m[0] = 'X'
+			observe("after the write to the mapping")
+			tr.errno(name+": msync", unix.Msync(m, unix.MS_SYNC))
+			observe("after msync")
+			if err := unix.Munmap(m); err != nil {
+				t.Fatal(err)
+			}
+			unix.Close(fd)
+			got, err := os.ReadFile(p)
+			tr.add("%s: contents %q %s", name, got, errText(err, mnt))
+		}
+	}
+	kernel, ours := strings.Join(transcripts[0].lines, "\n  "), strings.Join(transcripts[1].lines, "\n  ")
+	if kernel != ours {
+		t.Errorf("unionmount does not behave as kernel overlayfs:\nkernel overlayfs:\n  %s\nunionmount:\n  %s", kernel, ours)
+	}
+}
