@@ -48,6 +48,7 @@ help:
 	@echo "  stress     stress-ng's filesystem stressors in a mount, 60 s each, 2 instances (root; STRESS_TIME, STRESS_INSTANCES, STRESS_STRESSORS)"
 	@echo "  torture    SIGKILL the daemon at 300 random moments of copy-up/rename storms, check after each (root; TORTURE_SEED, TORTURE_KILLS, TORTURE_WORKERS)"
 	@echo "  storm      16 workers on shared names for 10 min against a -race daemon (root; STORM_TIME, STORM_WORKERS)"
+	@echo "  names-storm  open(O_TRUNC)/rename/unlink on three names, and handles of an unlinked file, for NAMES_STORM_SECONDS (root; default 30)"
 	@echo "  tools-bench  time check/diff/export/import/merge on a GOROOT-sized union (root, ~15 s)"
 	@echo "  bench      benchmark vs native, kernel overlayfs, fuse-overlayfs, as root and rootless, warm and cold caches, + strace, start-up, Podman (root, 1-2 h; BENCH_ARGS=-quick|-reps N|-scale|-pprof|-h)"
 
@@ -245,6 +246,15 @@ STORM_WORKERS   ?= 16
 torture:
 	TORTURE_SEED=$(TORTURE_SEED) TORTURE_KILLS=$(TORTURE_KILLS) TORTURE_WORKERS=$(TORTURE_WORKERS) \
 	$(GO) test -count=1 -timeout 0 -v -run '^TestCrashTorture$$' ./test/e2e/ 2>&1 | \
+	grep -v -E '^\s*(=== (RUN|PAUSE|CONT|NAME))'
+
+# The races of issue 14 item 4 for longer than CI runs them (2-3 s).
+NAMES_STORM_SECONDS ?= 30
+
+.PHONY: names-storm
+names-storm:
+	E2E_STORM_SECONDS=$(NAMES_STORM_SECONDS) E2E_RACE_SECONDS=$(NAMES_STORM_SECONDS) \
+	$(GO) test -count=1 -timeout 0 -v -run '^(TestOpenRenameUnlinkStorm|TestNamelessFileRacingHandles)$$' ./test/e2e/ 2>&1 | \
 	grep -v -E '^\s*(=== (RUN|PAUSE|CONT|NAME))'
 
 storm:

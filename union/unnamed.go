@@ -1,6 +1,7 @@
 package union
 
 import (
+	"errors"
 	"fmt"
 
 	"golang.org/x/sys/unix"
@@ -14,6 +15,48 @@ import (
 // fails with ENOENT. A lower file is never written: before the first
 // change, an open lower file is copied into an unnamed upper one (see
 // detach).
+
+// errClosed says the open file an operation picked was closed meanwhile.
+var errClosed = errors.New("open file closed meanwhile")
+
+// withFile runs op on f, or, with f nil, on any open file of n (ENOENT
+// with none). Another request's Close may close the file picked while op
+// starts: op then returns errClosed (the file's fd is -1 under its lock)
+// and another file of n is tried, Close having taken that one out of n's
+// files first. Such a race must not come out as EBADF, which stat(2) and
+// open(2) never return (issue 14 item 4: open(O_TRUNC) racing rename and
+// unlink). op holds f.mu while it uses the descriptor, so that it stays
+// open: its number could name another file once closed.
+func (n *Node) withFile(f *File, op func(f *File) error) error {
+	for {
+		g := n.anyFile(f)
+		if g == nil {
+			return unix.ENOENT
+		}
+		err := op(g)
+		if !errors.Is(err, errClosed) {
+			return err
+		}
+		if f != nil {
+			return unix.ENOENT
+		}
+	}
+}
+
+// held runs op on f's descriptor with f.mu held for reading, so that it
+// stays open meanwhile: errClosed if f was closed, EROFS if op is a change
+// (write) and the descriptor is of a lower file.
+func (f *File) held(write bool, op func(fd int) error) error {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	switch {
+	case f.fd < 0:
+		return errClosed
+	case write && f.below:
+		return unix.EROFS
+	}
+	return op(f.fd)
+}
 
 // anyFile returns f if it is not nil, else an open file of n; nil if n
 // has none.
@@ -37,13 +80,13 @@ func (u *Union) statUnnamed(n *Node, f *File) (unix.Stat_t, error) {
 		return st.(unix.Stat_t), nil
 	}
 	var st unix.Stat_t
-	if f = n.anyFile(f); f == nil {
-		return st, unix.ENOENT
-	}
-	f.mu.RLock()
-	err := unix.Fstat(f.fd, &st)
-	below := f.below || f.dataFd >= 0
-	f.mu.RUnlock()
+	var below bool
+	err := n.withFile(f, func(f *File) error {
+		return f.held(false, func(fd int) error {
+			below = f.below || f.dataFd >= 0
+			return unix.Fstat(fd, &st)
+		})
+	})
 	if err != nil {
 		return st, err
 	}
@@ -61,13 +104,12 @@ func (u *Union) statUnnamed(n *Node, f *File) (unix.Stat_t, error) {
 // btimeUnnamed returns the birth time of n's object through an open
 // file; ok is false where there is none, or its filesystem keeps none.
 func (u *Union) btimeUnnamed(n *Node, f *File) (t unix.StatxTimestamp, ok bool) {
-	if f = n.anyFile(f); f == nil {
-		return t, false
-	}
 	var sx unix.Statx_t
-	f.mu.RLock()
-	err := unix.Statx(f.fd, "", unix.AT_EMPTY_PATH, unix.STATX_BTIME, &sx)
-	f.mu.RUnlock()
+	err := n.withFile(f, func(f *File) error {
+		return f.held(false, func(fd int) error {
+			return unix.Statx(fd, "", unix.AT_EMPTY_PATH, unix.STATX_BTIME, &sx)
+		})
+	})
 	return sx.Btime, err == nil && sx.Mask&unix.STATX_BTIME != 0
 }
 
@@ -99,23 +141,17 @@ func (u *Union) Forget(n *Node) { u.removed.Delete(n) }
 
 // setAttrUnnamed changes attributes of n's object through an open file.
 func (u *Union) setAttrUnnamed(n *Node, f *File, a SetAttr) error {
-	if f = n.anyFile(f); f == nil {
-		return unix.ENOENT
-	}
-	if err := f.detach(n.Index()); err != nil {
-		return err
-	}
-	if a.Size != nil {
-		if err := f.materialize(); err != nil {
+	return n.withFile(f, func(f *File) error {
+		if err := f.detach(n.Index()); err != nil {
 			return err
 		}
-	}
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	if f.below {
-		return unix.EROFS
-	}
-	return a.Apply(f.fd, unix.S_IFREG)
+		if a.Size != nil {
+			if err := f.materialize(); err != nil {
+				return err
+			}
+		}
+		return f.held(true, func(fd int) error { return a.Apply(fd, unix.S_IFREG) })
+	})
 }
 
 // getxattrUnnamed reads xattr name of n's object through an open file.
@@ -157,43 +193,38 @@ func (u *Union) removexattrUnnamed(n *Node, name string) error {
 // xattrUnnamed runs op on the descriptor of an open file of n; write says
 // it changes the file. Overlay's own attributes stay hidden.
 func (u *Union) xattrUnnamed(n *Node, name string, write bool, op func(fd int) error) error {
-	f := n.anyFile(nil)
-	if f == nil {
-		return unix.ENOENT
-	}
-	if name != "" && u.format.IsPrivate(name) {
+	return n.withFile(nil, func(f *File) error {
+		if name != "" && u.format.IsPrivate(name) {
+			if write {
+				return unix.EPERM
+			}
+			return unix.ENODATA
+		}
 		if write {
-			return unix.EPERM
+			if err := f.detach(n.Index()); err != nil {
+				return err
+			}
 		}
-		return unix.ENODATA
-	}
-	if write {
-		if err := f.detach(n.Index()); err != nil {
-			return err
-		}
-	}
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	if write && f.below {
-		return unix.EROFS
-	}
-	return op(f.fd)
+		return f.held(write, op)
+	})
 }
 
 // linkUnnamed gives n's object, which has no name, the name name in
 // parent (linkat of an O_TMPFILE file).
 func (u *Union) linkUnnamed(n *Node, parent *Entry, name string) (*Entry, unix.Stat_t, error) {
-	f := n.anyFile(nil)
-	if f == nil {
-		return nil, unix.Stat_t{}, unix.ENOENT
-	}
-	f.mu.RLock()
-	fd, below := f.fd, f.below
-	f.mu.RUnlock()
-	if below {
-		return nil, unix.Stat_t{}, unix.EXDEV
-	}
-	return u.LinkFd(fd, parent, name)
+	var e *Entry
+	var st unix.Stat_t
+	err := n.withFile(nil, func(f *File) error {
+		return f.held(false, func(fd int) error {
+			if f.below {
+				return unix.EXDEV
+			}
+			var err error
+			e, st, err = u.LinkFd(fd, parent, name)
+			return err
+		})
+	})
+	return e, st, err
 }
 
 // reopenUnnamed opens r's object, which has no name, again (through
@@ -201,17 +232,18 @@ func (u *Union) linkUnnamed(n *Node, parent *Entry, name string) (*Entry, unix.S
 // descriptor.
 func (u *Union) reopenUnnamed(r Ref, flags int) (*File, error) {
 	n := r.UnionNode()
-	f := n.anyFile(nil)
-	if f == nil {
-		return nil, unix.ENOENT
-	}
-	f.mu.RLock()
-	src, below := f.data(), f.below || f.dataFd >= 0
-	f.mu.RUnlock()
-	if below && flags&unix.O_ACCMODE != unix.O_RDONLY {
-		return nil, unix.EROFS
-	}
-	fd, err := unix.Open(layer.ProcFd(src), flags&^(unix.O_CREAT|unix.O_EXCL|unix.O_TRUNC|unix.O_NOCTTY)|unix.O_CLOEXEC, 0)
+	fd, below := -1, false
+	err := n.withFile(nil, func(f *File) error {
+		return f.held(false, func(int) error {
+			below = f.below || f.dataFd >= 0
+			if below && flags&unix.O_ACCMODE != unix.O_RDONLY {
+				return unix.EROFS
+			}
+			var err error
+			fd, err = unix.Open(layer.ProcFd(f.data()), flags&^(unix.O_CREAT|unix.O_EXCL|unix.O_TRUNC|unix.O_NOCTTY)|unix.O_CLOEXEC, 0)
+			return err
+		})
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -225,27 +257,32 @@ func (u *Union) reopenUnnamed(r Ref, flags int) (*File, error) {
 // the file to change.
 // Preconditions: f.mu is not held.
 func (f *File) detach(indexKey string) error {
+	// f.mu is held while src is copied (which takes no engine lock): a
+	// Close meanwhile would close it.
 	f.mu.RLock()
 	below, src := f.below, f.fd
-	f.mu.RUnlock()
-	if !below {
+	if src < 0 || !below {
+		f.mu.RUnlock()
+		if src < 0 {
+			return errClosed
+		}
 		return nil
 	}
 	fd, ok, err := f.u.openIndex(indexKey)
+	if err == nil && !ok {
+		fd, err = f.u.CopyOpenFile(src)
+	}
+	f.mu.RUnlock()
 	if err != nil {
 		return err
 	}
-	if !ok {
-		// src stays open while this runs: a descriptor f stops using is
-		// closed only at Close.
-		if fd, err = f.u.CopyOpenFile(src); err != nil {
-			return err
-		}
-	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if !f.below {
-		unix.Close(fd) // detached meanwhile
+	if f.fd < 0 || !f.below {
+		unix.Close(fd) // closed, or detached, meanwhile
+		if f.fd < 0 {
+			return errClosed
+		}
 		return nil
 	}
 	f.retired = append(f.retired, f.fd)

@@ -5,13 +5,20 @@ package e2e
 // compared with kernel overlayfs on the same lower.
 
 import (
+	"errors"
 	"fmt"
+	"math/rand"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/unionmount/unionmount/internal/layer"
 )
 
 // btime is the birth time statx reports for path; ok is false without one.
@@ -416,5 +423,113 @@ func sharedMappingTimes(t *testing.T, metacopy string) {
 	kernel, ours := strings.Join(transcripts[0].lines, "\n  "), strings.Join(transcripts[1].lines, "\n  ")
 	if kernel != ours {
 		t.Errorf("unionmount does not behave as kernel overlayfs:\nkernel overlayfs:\n  %s\nunionmount:\n  %s", kernel, ours)
+	}
+}
+
+// TestNamelessFileRacingHandles: requests on a file with no name any more
+// that come without a handle (fstat: the kernel sends GETATTR without one;
+// an open through /proc/self/fd) are answered through one of its open
+// handles; one that another thread's close released meanwhile must not
+// turn into EBADF or ENOENT while the file is still open (issue 14 item 4,
+// found by open(O_TRUNC) racing rename and unlink). Attributes are not
+// cached (timeout=0), so that every fstat reaches the daemon. It runs for
+// E2E_RACE_SECONDS (default 3).
+func TestNamelessFileRacingHandles(t *testing.T) {
+	requireMountable(t)
+	t.Parallel()
+	s := newStack(t, stackSpec{lowers: [][]Entry{{}}})
+	mnt := mountUnion(t, s.lowers, s.upper, s.work, "timeout=0")
+	p := filepath.Join(mnt, "f")
+	if err := os.WriteFile(p, []byte("data"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	held, err := unix.Open(p, unix.O_RDONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(held)
+	if err := unix.Unlink(p); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(time.Duration(envInt("E2E_RACE_SECONDS", 3)) * time.Second)
+	var failed atomic.Bool
+	var wg sync.WaitGroup
+	run := func(what string, op func() error) {
+		defer wg.Done()
+		for n := 0; time.Now().Before(deadline) && !failed.Load(); n++ {
+			if err := op(); err != nil {
+				if !failed.Swap(true) {
+					t.Errorf("%s (after %d rounds): %v", what, n, err)
+				}
+				return
+			}
+		}
+	}
+	for w := 0; w < 3; w++ {
+		wg.Add(2)
+		go run("open through /proc/self/fd and close", func() error {
+			fd, err := unix.Open(layer.ProcFd(held), unix.O_RDONLY, 0)
+			if err == nil {
+				unix.Close(fd)
+			}
+			return err
+		})
+		go run("fstat of the open, unlinked file", func() error {
+			var st unix.Stat_t
+			return unix.Fstat(held, &st)
+		})
+	}
+	wg.Wait()
+}
+
+// TestOpenRenameUnlinkStorm is issue 14 item 4 as found: workers open
+// (O_WRONLY|O_CREAT|O_TRUNC), rename and unlink three names of one
+// directory at random; no call may fail with EBADF (kernel overlayfs never
+// does). It runs for E2E_STORM_SECONDS (default 2; make names-storm: 30)
+// on kernel overlayfs and unionmount.
+func TestOpenRenameUnlinkStorm(t *testing.T) {
+	requireMountable(t)
+	t.Parallel()
+	seconds := envInt("E2E_STORM_SECONDS", 2)
+	for _, kind := range []overlayKind{kindKernel, kindUnionmount} {
+		t.Run(string(kind), func(t *testing.T) {
+			t.Parallel()
+			s := newStack(t, stackSpec{lowers: [][]Entry{{Dir("d"), File("d/a", "a"), File("d/b", "b")}}})
+			dir := filepath.Join(mountOverlay(t, kind, s.lowers, s.upper, s.work), "d")
+			names := []string{"a", "b", "c"}
+			deadline := time.Now().Add(time.Duration(seconds) * time.Second)
+			var ops, ebadf atomic.Int64
+			var wg sync.WaitGroup
+			for w := 0; w < 4; w++ {
+				wg.Add(1)
+				go func(r *rand.Rand) {
+					defer wg.Done()
+					for time.Now().Before(deadline) {
+						a, b := filepath.Join(dir, names[r.Intn(3)]), filepath.Join(dir, names[r.Intn(3)])
+						var err error
+						switch r.Intn(3) {
+						case 0:
+							var fd int
+							if fd, err = unix.Open(a, unix.O_WRONLY|unix.O_CREAT|unix.O_TRUNC, 0o644); err == nil {
+								_, err = unix.Write(fd, []byte("x"))
+								unix.Close(fd)
+							}
+						case 1:
+							err = unix.Rename(a, b)
+						default:
+							err = unix.Unlink(a)
+						}
+						ops.Add(1)
+						if errors.Is(err, unix.EBADF) {
+							ebadf.Add(1)
+						}
+					}
+				}(rand.New(rand.NewSource(int64(w))))
+			}
+			wg.Wait()
+			if ebadf.Load() > 0 {
+				t.Errorf("%d of %d calls failed with EBADF", ebadf.Load(), ops.Load())
+			}
+		})
 	}
 }
