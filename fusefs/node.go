@@ -55,6 +55,7 @@ var (
 	_ = (fs.NodeLookuper)((*Node)(nil))
 	_ = (fs.NodeGetattrer)((*Node)(nil))
 	_ = (fs.NodeStatxer)((*Node)(nil))
+	_ = (fs.NodeIoctler)((*Node)(nil))
 	_ = (fs.NodeSetattrer)((*Node)(nil))
 	_ = (fs.NodeOpener)((*Node)(nil))
 	_ = (fs.NodeCreater)((*Node)(nil))
@@ -242,6 +243,27 @@ func (n *Node) Statx(ctx context.Context, f fs.FileHandle, flags uint32, mask ui
 		sx.Btime.FromStatxTimestamp(&bt)
 	}
 	return 0
+}
+
+// Ioctl serves the inode flag ioctls (chattr, lsattr; see
+// union.FlagIoctl), which the kernel sends on a file or directory after
+// checking ownership and CAP_LINUX_IMMUTABLE; others are not supported.
+func (n *Node) Ioctl(ctx context.Context, f fs.FileHandle, cmd uint32, arg uint64, input []byte, output []byte) (int32, syscall.Errno) {
+	size := union.FlagIoctlSize(cmd)
+	if size == 0 {
+		return 0, syscall.ENOTTY
+	}
+	set := cmd == union.IocSetFlags || cmd == union.IocFsSetXattr
+	buf := make([]byte, size)
+	if set {
+		copy(buf, input)
+		defer n.watchCopyUp()()
+	}
+	err := n.u.FlagIoctl(n, cmd, buf)
+	if !set {
+		copy(output, buf)
+	}
+	return 0, errno(err)
 }
 
 // Setattr changes attributes, copying up first.

@@ -41,6 +41,11 @@ const (
 	// "index" directory of its own, in a format of file handles).
 	IndexDir = "unionmount-index"
 
+	// ProtAttr is where kernel overlayfs keeps the immutable and
+	// append-only inode flags of an upper object ("i", "a"), not on the
+	// object itself (whose copy-ups of children that would stop).
+	ProtAttr = "protattr"
+
 	// FuseOverlayfsOpaque is fuse-overlayfs's opaque marker, read only.
 	FuseOverlayfsOpaque = "user.fuseoverlayfs.opaque"
 

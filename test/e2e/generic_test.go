@@ -533,3 +533,126 @@ func TestOpenRenameUnlinkStorm(t *testing.T) {
 		})
 	}
 }
+
+// Inode flags the chattr test looks at (linux/fs.h).
+const (
+	flagImmutable = 0x10
+	flagAppend    = 0x20
+	flagNoAtime   = 0x80
+)
+
+// inodeFlags reads the inode flags of path (lsattr).
+func inodeFlags(path string) (uint32, error) {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NONBLOCK, 0)
+	if err != nil {
+		return 0, err
+	}
+	defer unix.Close(fd)
+	return unix.IoctlGetUint32(fd, unix.FS_IOC_GETFLAGS)
+}
+
+// changeFlags sets and clears inode flags of path (chattr +x, -x).
+func changeFlags(path string, set, clear uint32) error {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NONBLOCK, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	flags, err := unix.IoctlGetUint32(fd, unix.FS_IOC_GETFLAGS)
+	if err != nil {
+		return err
+	}
+	return unix.IoctlSetPointerInt(fd, unix.FS_IOC_SETFLAGS, int(flags|set)&^int(clear))
+}
+
+// TestChattrFlags: chattr's inode flags (FS_IOC_GETFLAGS, FS_IOC_SETFLAGS)
+// of lower and upper files and directories are set on their copy in
+// upper, read back, and enforced (immutable, append-only), as on kernel
+// overlayfs (generic/424); the lower file keeps its own.
+func TestChattrFlags(t *testing.T) {
+	requireMountable(t)
+	t.Parallel()
+	var transcripts [2]transcript
+	for i, kind := range []overlayKind{kindKernel, kindUnionmount} {
+		s := newStack(t, stackSpec{lowers: [][]Entry{{File("f", "f"), File("g", "g"), Dir("d")}}})
+		mnt := mountOverlay(t, kind, s.lowers, s.upper, s.work)
+		if err := os.WriteFile(filepath.Join(mnt, "u"), []byte("u"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		tr := &transcripts[i]
+		shown := func(name string) {
+			flags, err := inodeFlags(filepath.Join(mnt, name))
+			tr.add("%s: flags i=%v a=%v A=%v %s", name, flags&flagImmutable != 0, flags&flagAppend != 0, flags&flagNoAtime != 0, errText(err, mnt))
+		}
+		path := func(name string) string { return filepath.Join(mnt, name) }
+		writeOpen := func(name string, flags int) error {
+			fd, err := unix.Open(path(name), flags, 0)
+			if err == nil {
+				_, err = unix.Write(fd, []byte("+"))
+				unix.Close(fd)
+			}
+			return err
+		}
+		for _, name := range []string{"f", "u"} {
+			shown(name)
+			tr.errno(name+": chattr +i", changeFlags(path(name), flagImmutable, 0))
+			shown(name)
+			tr.errno(name+": open for writing", writeOpen(name, unix.O_WRONLY))
+			tr.errno(name+": chmod", unix.Chmod(path(name), 0o600))
+			tr.errno(name+": rename", unix.Rename(path(name), path(name+"2")))
+			tr.errno(name+": unlink", unix.Unlink(path(name)))
+			tr.errno(name+": chattr -i", changeFlags(path(name), 0, flagImmutable))
+			shown(name)
+			tr.errno(name+": chmod", unix.Chmod(path(name), 0o600))
+		}
+		tr.errno("g: chattr +a", changeFlags(path("g"), flagAppend, 0))
+		shown("g")
+		tr.errno("g: append", writeOpen("g", unix.O_WRONLY|unix.O_APPEND))
+		tr.errno("g: open for writing", writeOpen("g", unix.O_WRONLY))
+		tr.errno("g: truncate", unix.Truncate(path("g"), 0))
+		tr.errno("g: unlink", unix.Unlink(path("g")))
+		tr.errno("g: chattr -a", changeFlags(path("g"), 0, flagAppend))
+		tr.errno("g: unlink", unix.Unlink(path("g")))
+		tr.errno("d: chattr +A", changeFlags(path("d"), flagNoAtime, 0))
+		shown("d")
+		tr.errno("d: create in it", os.WriteFile(path("d/new"), nil, 0o644))
+		if flags, err := inodeFlags(filepath.Join(s.lowers[0], "f")); err != nil || flags&(flagImmutable|flagAppend) != 0 {
+			t.Errorf("%s: the lower file's own flags: %#x, %v; want neither immutable nor append-only", kind, flags, err)
+		}
+	}
+	kernel, ours := strings.Join(transcripts[0].lines, "\n  "), strings.Join(transcripts[1].lines, "\n  ")
+	if kernel != ours {
+		t.Errorf("unionmount does not behave as kernel overlayfs:\nkernel overlayfs:\n  %s\nunionmount:\n  %s", kernel, ours)
+	} else {
+		t.Logf("as kernel overlayfs:\n  %s", ours)
+	}
+}
+
+// TestChattrFlagsOfKernelUpper: immutable and append-only flags that kernel
+// overlayfs set (it keeps them in the protattr xattr) read back through
+// unionmount on the same layers, and clear.
+func TestChattrFlagsOfKernelUpper(t *testing.T) {
+	requireMountable(t)
+	t.Parallel()
+	s := newStack(t, stackSpec{lowers: [][]Entry{{File("f", "f"), File("g", "g")}}})
+	kmnt := mountKernel(t, s.lowers, s.upper, s.work)
+	for name, flag := range map[string]uint32{"f": flagImmutable, "g": flagAppend} {
+		if err := changeFlags(filepath.Join(kmnt, name), flag, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	unmount(t, kmnt)
+	mnt := mountUnion(t, s.lowers, s.upper, s.work)
+	for name, flag := range map[string]uint32{"f": flagImmutable, "g": flagAppend} {
+		p := filepath.Join(mnt, name)
+		if flags, err := inodeFlags(p); err != nil || flags&(flagImmutable|flagAppend) != flag {
+			t.Errorf("%s: flags %#x, %v; want %#x as kernel overlayfs set", name, flags, err, flag)
+		}
+		if err := changeFlags(p, 0, flag); err != nil {
+			t.Errorf("%s: clear: %v", name, err)
+		}
+		if flags, err := inodeFlags(p); err != nil || flags&(flagImmutable|flagAppend) != 0 {
+			t.Errorf("%s: flags %#x, %v after clearing", name, flags, err)
+		}
+	}
+}
