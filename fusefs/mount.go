@@ -38,6 +38,8 @@ type mount struct {
 	attrTimeout time.Duration
 	plus        plusPolicy
 	resident    residency
+	// nfsExport: file handles outlive the kernel's cache (see Options).
+	nfsExport bool
 }
 
 // Options are the FUSE-side settings of a mount.
@@ -61,6 +63,13 @@ type Options struct {
 	// NoPassthrough keeps FUSE passthrough off: every read and write of a
 	// file goes through the daemon, as on a mount without CAP_SYS_ADMIN.
 	NoPassthrough bool
+	// NFSExport makes file handles (name_to_handle_at, open_by_handle_at,
+	// an NFS export) work, as kernel overlayfs's nfs_export=on: a handle
+	// is the union inode number, which lasts across copy-ups and
+	// remounts, and one the daemon no longer knows is found again (see
+	// LookupNode). Off, name_to_handle_at fails with EOPNOTSUPP, as on
+	// kernel overlayfs by default.
+	NFSExport bool
 }
 
 // spareProcs adds the spare Ps once per process (see Mount).
@@ -73,7 +82,7 @@ func Mount(u *union.Union, mountpoint string, o Options) (*fuse.Server, error) {
 		return nil, err
 	}
 	timeout := o.Timeout
-	m := &mount{u: u, attrTimeout: timeout, resident: residency{max: o.MaxEntries}}
+	m := &mount{u: u, attrTimeout: timeout, resident: residency{max: o.MaxEntries}, nfsExport: o.NFSExport}
 	mounts.Store(u, m)
 	root := &Node{mount: m}
 	root.un.Init(rootEntry)
@@ -110,6 +119,13 @@ func Mount(u *union.Union, mountpoint string, o Options) (*fuse.Server, error) {
 		opts.MountOptions.Options = append(opts.MountOptions.Options, "ro")
 	}
 	opts.MountOptions.Options = append(opts.MountOptions.Options, o.MountFlags...)
+	if o.NFSExport {
+		// Node IDs are the union's inode numbers, which a handle keeps.
+		opts.ExternalNodeID = true
+		opts.MountOptions.ExtraCapabilities |= fuse.CAP_EXPORT_SUPPORT
+	} else {
+		opts.MountOptions.ExtraCapabilities |= fuse.CAP_NO_EXPORT_SUPPORT
+	}
 	if o.NoPassthrough {
 		// Without the capability the first backing-file registration
 		// fails and go-fuse stops offering backing files (as rootless).

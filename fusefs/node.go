@@ -125,7 +125,12 @@ func (n *Node) child(ctx context.Context, e *union.Entry, st *unix.Stat_t, out *
 			// a node of its own.
 			h := fnv.New64a()
 			h.Write([]byte(e.Path))
-			id.Gen = h.Sum64() | 1
+			if n.nfsExport {
+				// The inode number is the node ID: another one.
+				id.Ino = h.Sum64() | 1<<63
+			} else {
+				id.Gen = h.Sum64() | 1
+			}
 			c = &Node{mount: n.mount}
 			c.un.Init(e)
 			in = n.NewInode(ctx, c, id)

@@ -224,6 +224,7 @@ func serve(c mountConfig, ready func(error)) int {
 		Timeout:       c.timeout,
 		MaxEntries:    c.maxEntries,
 		NoPassthrough: c.noPassthrough,
+		NFSExport:     c.nfsExport,
 		MountFlags:    mountFlags(root, c.mountFlags),
 	})
 	if err != nil {

@@ -31,6 +31,8 @@ type mountConfig struct {
 	// remount: change the flags of the live mount at mountpoint (mount(8)'s
 	// -o remount) instead of mounting. rwSet: ro or rw was given.
 	remount, rwSet bool
+	// nfsExport: nfs_export=on (file handles; see fusefs.Options).
+	nfsExport bool
 	// mountFlags are the generic options that become mount flags (dev,
 	// nosuid, ...), in the order given.
 	mountFlags []string
@@ -135,6 +137,8 @@ var options = []option{
 		}},
 	{name: "passthrough", arg: "on|off", help: "the kernel reads and writes upper files itself (FUSE\npassthrough; default on where the kernel allows it: as\nroot, Linux 6.9 or later; off: every read and write goes\nthrough the daemon, as on a rootless mount)",
 		set: onOffOption("passthrough", func(c *mountConfig, on bool) { c.noPassthrough = !on })},
+	{name: "nfs_export", arg: "on|off", help: "file handles (name_to_handle_at, open_by_handle_at, NFS\nexport) that last across copy-ups and remounts, as kernel\noverlayfs's nfs_export=on (default off: EOPNOTSUPP, as\nthe kernel's default)",
+		set: onOffOption("nfs_export", func(c *mountConfig, on bool) { c.nfsExport = on })},
 	{name: "ro", aliases: []string{"rw"}, help: "read-only mount (rw: read-write, the default); an upperdir\nis shown as the topmost lower",
 		set: func(c *mountConfig, key, _ string) error { c.readOnly, c.rwSet = key == "ro", true; return nil }},
 	{name: "remount", help: "change the live mount at MOUNTPOINT (mount -o remount,ro\nor remount,rw, with dev, suid, exec and their no*)\ninstead of mounting; the daemon keeps serving",
@@ -182,7 +186,7 @@ var ignoredOptions = []string{
 	// the FUSE kernel's own, which mount(8) passes back on a remount
 	"user_id", "group_id", "rootmode", "blksize",
 	// kernel overlayfs features we have or don't need
-	"index", "xino", "nfs_export", "uuid",
+	"index", "xino", "uuid",
 	// fuse-overlayfs
 	"noacl", "threaded", "static_nlink",
 }

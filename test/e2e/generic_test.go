@@ -656,3 +656,85 @@ func TestChattrFlagsOfKernelUpper(t *testing.T) {
 		}
 	}
 }
+
+// TestFileHandles: with nfs_export=on, name_to_handle_at and
+// open_by_handle_at work on lower and upper files and directories, across
+// a copy-up and across a remount (the daemon then knows none of them),
+// and a handle of a removed file is ESTALE, as on kernel overlayfs with
+// nfs_export=on (generic/426, generic/477). Without it, name_to_handle_at
+// fails with EOPNOTSUPP, as on kernel overlayfs by default.
+func TestFileHandles(t *testing.T) {
+	requireMountable(t)
+	t.Parallel()
+	var transcripts [2]transcript
+	for i, kind := range []overlayKind{kindKernel, kindUnionmount} {
+		s := newStack(t, stackSpec{lowers: [][]Entry{{File("f", "f"), Dir("d"), File("d/g", "g"), File("gone", "x")}}})
+		tr := &transcripts[i]
+		mnt := mountOverlay(t, kind, s.lowers, s.upper, s.work)
+		_, _, err := unix.NameToHandleAt(unix.AT_FDCWD, filepath.Join(mnt, "f"), 0)
+		tr.errno("default options: name_to_handle_at", err)
+		unmount(t, mnt)
+		opts := []string{"nfs_export=on"}
+		if kind == kindKernel {
+			opts = append(opts, "index=on")
+		}
+		mnt = mountOverlay(t, kind, s.lowers, s.upper, s.work, opts...)
+		if err := os.WriteFile(filepath.Join(mnt, "u"), []byte("u"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		names := []string{"f", "d", "d/g", "u", "gone"}
+		handles := map[string]unix.FileHandle{}
+		for _, name := range names {
+			h, _, err := unix.NameToHandleAt(unix.AT_FDCWD, filepath.Join(mnt, name), 0)
+			tr.errno(name+": name_to_handle_at", err)
+			handles[name] = h
+		}
+		open := func(when, mnt string) {
+			mfd, err := unix.Open(mnt, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer unix.Close(mfd)
+			for _, name := range names {
+				h, ok := handles[name]
+				if !ok {
+					continue
+				}
+				fd, err := unix.OpenByHandleAt(mfd, h, unix.O_RDONLY)
+				if err != nil {
+					tr.add("%s, %s: open_by_handle_at: %s", name, when, errText(err, mnt))
+					continue
+				}
+				buf := make([]byte, 16)
+				n, _ := unix.Read(fd, buf)
+				var st unix.Stat_t
+				unix.Fstat(fd, &st)
+				unix.Close(fd)
+				tr.add("%s, %s: open_by_handle_at: ok, mode %#o, contents %q", name, when, st.Mode, buf[:max(n, 0)])
+			}
+		}
+		open("fresh", mnt)
+		if err := os.Chmod(filepath.Join(mnt, "f"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		f, err := os.OpenFile(filepath.Join(mnt, "d/g"), os.O_WRONLY|os.O_APPEND, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.WriteString("+")
+		f.Close()
+		if err := os.Remove(filepath.Join(mnt, "gone")); err != nil {
+			t.Fatal(err)
+		}
+		open("after copy-up", mnt)
+		unmount(t, mnt)
+		mnt = mountOverlay(t, kind, s.lowers, s.upper, s.work, opts...)
+		open("after a remount", mnt)
+	}
+	kernel, ours := strings.Join(transcripts[0].lines, "\n  "), strings.Join(transcripts[1].lines, "\n  ")
+	if kernel != ours {
+		t.Errorf("unionmount does not behave as kernel overlayfs:\nkernel overlayfs:\n  %s\nunionmount:\n  %s", kernel, ours)
+	} else {
+		t.Logf("as kernel overlayfs:\n  %s", ours)
+	}
+}

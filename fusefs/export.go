@@ -1,0 +1,107 @@
+package fusefs
+
+import (
+	"context"
+	"errors"
+	"io/fs"
+	"strings"
+	"syscall"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/unionmount/unionmount/union"
+)
+
+// File handles (Options.NFSExport). The kernel makes a handle of a node's
+// ID, which is the union inode number, and resolves it from its cache
+// while it has the node; when it has not (its cache was dropped, the
+// union remounted, an NFS server restarted), it asks the daemon to look up
+// "." in that ID (LookupNode), then ".." to connect a directory to its
+// parent (LookupParent).
+
+// What a Node implements for file handles.
+var (
+	_ = (gofs.NodeLookupNoder)((*Node)(nil))
+	_ = (gofs.NodeLookupParenter)((*Node)(nil))
+)
+
+// errFound ends the walk of LookupNode.
+var errFound = errors.New("found")
+
+// LookupNode finds the object whose union inode number is id, the node
+// ID of a handle the daemon no longer knows, by walking the merged tree
+// (its cost grows with the tree: it is the rare case of a handle older
+// than the kernel's cache). The node is connected to the tree by looking
+// up every name of its path. An object that no longer exists is ESTALE,
+// as on kernel overlayfs.
+func (n *Node) LookupNode(ctx context.Context, id uint64, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	if !n.nfsExport {
+		return nil, syscall.ESTALE
+	}
+	root, en := n.entry()
+	if en != 0 {
+		return nil, en
+	}
+	var path string
+	err := n.u.Walk(root, func(v *union.Visited) error {
+		if v.Entry.Ino == id && v.Entry.Path != "" {
+			path = v.Entry.Path
+			return errFound
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, errFound) && !errors.Is(err, fs.SkipDir) {
+		return nil, errno(err)
+	}
+	if path == "" {
+		return nil, syscall.ESTALE
+	}
+	cur := n.EmbeddedInode()
+	for _, name := range strings.Split(path, "/") {
+		if c := cur.GetChild(name); c != nil {
+			cur = c
+			continue
+		}
+		dir, ok := cur.Operations().(*Node)
+		if !ok {
+			return nil, syscall.ESTALE
+		}
+		var eo fuse.EntryOut
+		c, en := dir.lookup(ctx, name, &eo)
+		if en != 0 {
+			return nil, syscall.ESTALE // gone since the walk
+		}
+		cur.AddChild(name, c, false)
+		cur = c
+	}
+	found, ok := cur.Operations().(*Node)
+	if !ok || cur.StableAttr().Ino != id {
+		return nil, syscall.ESTALE
+	}
+	var ao fuse.AttrOut
+	if en := found.Getattr(ctx, nil, &ao); en != 0 {
+		return nil, en
+	}
+	out.Attr = ao.Attr
+	return cur, 0
+}
+
+// LookupParent returns the directory the node is in and its name there,
+// with the directory's attributes.
+func (n *Node) LookupParent(ctx context.Context, out *fuse.EntryOut) (*gofs.Inode, string, syscall.Errno) {
+	name, parent := n.Parent()
+	if parent == nil {
+		return nil, "", syscall.ESTALE
+	}
+	p, ok := parent.Operations().(*Node)
+	if !ok {
+		return nil, "", syscall.ESTALE
+	}
+	var ao fuse.AttrOut
+	if en := p.Getattr(ctx, nil, &ao); en != 0 {
+		return nil, "", en
+	}
+	out.Attr = ao.Attr
+	return parent, name, 0
+}
