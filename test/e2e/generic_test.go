@@ -31,6 +31,18 @@ func btime(t *testing.T, path string) (ts unix.StatxTimestamp, ok bool) {
 	return sx.Btime, sx.Mask&unix.STATX_BTIME != 0
 }
 
+// sameAsKernel requires the same transcripts of one scenario on kernel
+// overlayfs (first) and unionmount.
+func sameAsKernel(t *testing.T, transcripts [2]transcript) {
+	t.Helper()
+	kernel, ours := strings.Join(transcripts[0].lines, "\n  "), strings.Join(transcripts[1].lines, "\n  ")
+	if kernel != ours {
+		t.Errorf("unionmount does not behave as kernel overlayfs:\nkernel overlayfs:\n  %s\nunionmount:\n  %s", kernel, ours)
+	} else {
+		t.Logf("as kernel overlayfs:\n  %s", ours)
+	}
+}
+
 // TestStatxBirthTime: statx reports the birth time of the real object, the
 // lower file's until a copy-up and the upper copy's after it (generic/528),
 // as kernel overlayfs does.
@@ -242,12 +254,7 @@ func TestPathsLongerThanPathMax(t *testing.T) {
 		tr.errno("rename it to the root", unix.Renameat(parent, "renamed", fds[0], "moved"))
 		tr.errno("the renamed directory is still there", unix.Fstatat(parent, "renamed/new", &st, 0))
 	}
-	kernel, ours := strings.Join(transcripts[0].lines, "\n  "), strings.Join(transcripts[1].lines, "\n  ")
-	if kernel != ours {
-		t.Errorf("unionmount does not behave as kernel overlayfs:\nkernel overlayfs:\n  %s\nunionmount:\n  %s", kernel, ours)
-	} else {
-		t.Logf("as kernel overlayfs:\n  %s", ours)
-	}
+	sameAsKernel(t, transcripts)
 }
 
 // TestAtimeOptions: reads and listings update the access times of objects
@@ -313,12 +320,7 @@ func TestAtimeOptions(t *testing.T) {
 					t.Errorf("%s: the lower file's access time changed", kind)
 				}
 			}
-			kernel, ours := strings.Join(transcripts[0].lines, "\n  "), strings.Join(transcripts[1].lines, "\n  ")
-			if kernel != ours {
-				t.Errorf("unionmount does not behave as kernel overlayfs:\nkernel overlayfs:\n  %s\nunionmount:\n  %s", kernel, ours)
-			} else {
-				t.Logf("as kernel overlayfs:\n  %s", ours)
-			}
+			sameAsKernel(t, transcripts)
 		})
 	}
 }
@@ -420,10 +422,7 @@ func sharedMappingTimes(t *testing.T, metacopy string) {
 			tr.add("%s: contents %q %s", name, got, errText(err, mnt))
 		}
 	}
-	kernel, ours := strings.Join(transcripts[0].lines, "\n  "), strings.Join(transcripts[1].lines, "\n  ")
-	if kernel != ours {
-		t.Errorf("unionmount does not behave as kernel overlayfs:\nkernel overlayfs:\n  %s\nunionmount:\n  %s", kernel, ours)
-	}
+	sameAsKernel(t, transcripts)
 }
 
 // TestNamelessFileRacingHandles: requests on a file with no name any more
@@ -620,12 +619,7 @@ func TestChattrFlags(t *testing.T) {
 			t.Errorf("%s: the lower file's own flags: %#x, %v; want neither immutable nor append-only", kind, flags, err)
 		}
 	}
-	kernel, ours := strings.Join(transcripts[0].lines, "\n  "), strings.Join(transcripts[1].lines, "\n  ")
-	if kernel != ours {
-		t.Errorf("unionmount does not behave as kernel overlayfs:\nkernel overlayfs:\n  %s\nunionmount:\n  %s", kernel, ours)
-	} else {
-		t.Logf("as kernel overlayfs:\n  %s", ours)
-	}
+	sameAsKernel(t, transcripts)
 }
 
 // TestChattrFlagsOfKernelUpper: immutable and append-only flags that kernel
@@ -731,10 +725,5 @@ func TestFileHandles(t *testing.T) {
 		mnt = mountOverlay(t, kind, s.lowers, s.upper, s.work, opts...)
 		open("after a remount", mnt)
 	}
-	kernel, ours := strings.Join(transcripts[0].lines, "\n  "), strings.Join(transcripts[1].lines, "\n  ")
-	if kernel != ours {
-		t.Errorf("unionmount does not behave as kernel overlayfs:\nkernel overlayfs:\n  %s\nunionmount:\n  %s", kernel, ours)
-	} else {
-		t.Logf("as kernel overlayfs:\n  %s", ours)
-	}
+	sameAsKernel(t, transcripts)
 }
