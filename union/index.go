@@ -103,6 +103,16 @@ func (u *Union) layerNlink(l *layer.Layer, p string) (uint64, bool) {
 	return n, err == nil && n > 0
 }
 
+// lowerNlink is the link count lower file p of layer l, with onDisk links,
+// shows: fewer if it recorded a union count when its layer was an upper
+// (see layerNlink).
+func (u *Union) lowerNlink(l *layer.Layer, p string, onDisk uint64) uint64 {
+	if n, ok := u.layerNlink(l, p); ok && n < onDisk {
+		return n
+	}
+	return onDisk
+}
+
 // addNlink changes the union link count of index entry key by delta; an
 // inode with no index entry (an upper file's own links) counts itself.
 func (u *Union) addNlink(key string, delta int64) error {
@@ -157,7 +167,7 @@ func (u *Union) copyUpIndexed(e *Entry, size int64) error {
 	if err != nil {
 		return err
 	}
-	nl := []byte(strconv.FormatUint(st.Nlink, 10))
+	nl := []byte(strconv.FormatUint(u.lowerNlink(src.Layer, src.Path, st.Nlink), 10))
 	if err := u.work.Setxattr(tmp, u.format.Name(layer.Nlink), nl, 0); err != nil {
 		_ = u.work.RemoveAll(tmp)
 		return err

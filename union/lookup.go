@@ -226,9 +226,7 @@ func (u *Union) Lookup(parent *Entry, name string) (*Entry, unix.Stat_t, error) 
 				e.Data = u.metacopyData(parent, name, cand.resolve(r), cand.Layer)
 			}
 			if !e.Upper && st.Nlink > 1 && st.Mode&unix.S_IFMT == unix.S_IFREG {
-				if n, ok := u.layerNlink(cand.Layer, cand.Path); ok && n < top.Nlink {
-					top.Nlink = n
-				}
+				top.Nlink = u.lowerNlink(cand.Layer, cand.Path, top.Nlink)
 			}
 			if !e.Upper && st.Nlink > 1 && st.Mode&unix.S_IFMT == unix.S_IFREG && u.index != nil {
 				// Another name of this file may have been copied up: then

@@ -418,3 +418,27 @@ func TestDiffRotatedIndexedLinkCountHidden(t *testing.T) {
 		},
 	})
 }
+
+// Found by TestDifferentialRandom, seed 739 (with rotations): tree:nlink.
+// A copy of a hard-linked lower file, rotated into the lowers, is copied up
+// again through the new union's index: the count it starts from is the
+// one the rotated layer recorded, not its links on disk (which count the
+// old index's).
+func TestDiffRotatedIndexedCopiedAgain(t *testing.T) {
+	t.Parallel()
+	checkSeq(t, seqCase{
+		Lowers: [][]Entry{
+			{
+				File("a", "x"),
+				Hardlink("e/d/b", "a"),
+			},
+		},
+		Ops: []genOp{
+			{Kind: gRename, Path: "e/d", Path2: "e/bm"},
+			{Kind: gWrite, Path: "e/bm/b", Data: "x"},
+			{Kind: gSetxattr, Path: "a", Data: "x", Name: "trusted.t"},
+			{Kind: gRotate},
+			{Kind: gWrite, Path: "e/bm/b", Data: "x"},
+		},
+	})
+}
