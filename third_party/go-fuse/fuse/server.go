@@ -38,6 +38,10 @@ const (
 
 	minMaxReaders = 2
 	maxMaxReaders = 16
+
+	// readerYield is how often a busy reader yields to the scheduler (see
+	// loop; unionmount fork): half the Go runtime's forcePreemptNS.
+	readerYield = 5 * time.Millisecond
 )
 
 // Server contains the logic for reading from the FUSE device.
@@ -458,10 +462,23 @@ func (ms *Server) handleInit() Status {
 // BenchmarkGoFuseStat-2          	    9310	    121332 ns/op
 // BenchmarkGoFuseReaddir         	    4074	    361568 ns/op
 // BenchmarkGoFuseReaddir-2       	    3511	    319765 ns/op
+//
+// unionmount fork: a reader that serves request after request, each
+// read(2) returning soon, never passes through the Go scheduler, so
+// after 10ms (forcePreemptNS) the runtime's sysmon takes it for a
+// goroutine that hogs its P: it preempts it with a signal, or, caught in
+// read(2), takes its P away; and after taking a P, sysmon polls every
+// 20µs again for a millisecond or more. A reader that yields every
+// readerYield is never taken for one.
 func (ms *Server) loop() {
 	defer ms.fuseFD.loops.Done()
+	yielded := time.Now()
 exit:
 	for {
+		if now := time.Now(); now.Sub(yielded) >= readerYield {
+			runtime.Gosched()
+			yielded = now
+		}
 		req, errNo := ms.fuseFD.readRequest()
 		switch errNo {
 		case OK:
