@@ -30,6 +30,13 @@ type fuseFD struct {
 	// number being reused without any explicit locking.
 	file *os.File
 	conn syscall.RawConn
+	// fd is file's descriptor, for the reads of requests and the writes
+	// of their replies (unionmount fork): those run in reader goroutines,
+	// and file is closed only once they are all done (see Serve), so they
+	// need no reference through conn, whose closures cost two or three
+	// allocations per request. Notifications, which other goroutines
+	// send, still go through conn.
+	fd int
 
 	reqMu                sync.Mutex
 	reqReaders           int
@@ -63,6 +70,7 @@ func (ms *Server) newFuseFD(fd int) (*fuseFD, error) {
 		server:        ms,
 		file:          file,
 		conn:          conn,
+		fd:            fd,
 		reqPool:       &ms.reqPool,
 		readPool:      &ms.readPool,
 		buffers:       &ms.buffers,
@@ -113,15 +121,13 @@ func (r *fuseFD) readRequest() (req *requestAlloc, code Status) {
 	dest := r.readPool.Get().([]byte)
 
 	var n int
-	err := handleEINTR(func() error {
-		var err error
-		if cerr := r.withFD(func(fd int) {
-			n, err = syscall.Read(fd, dest)
-		}); cerr != nil {
-			return cerr
+	var err error
+	for {
+		n, err = syscall.Read(r.fd, dest)
+		if err != syscall.EINTR {
+			break
 		}
-		return err
-	})
+	}
 	if err != nil {
 		r.reqMu.Lock()
 		r.putReadBuf(dest)
@@ -211,6 +217,16 @@ func (r *fuseFD) putReadBuf(buf []byte) {
 	r.inflightRequestBytes -= r.readBufBytes
 }
 
+// writeReply writes a reply to a request (see fuseFD.fd).
+func (r *fuseFD) writeReply(iov ...[]byte) (int, error) {
+	for {
+		n, err := writev(r.fd, iov)
+		if err != syscall.EINTR {
+			return n, err
+		}
+	}
+}
+
 func (r *fuseFD) putReq(req *requestAlloc) {
 	r.reqPool.Put(req)
 	r.inflightRequestBytes -= r.reqAllocBytes
@@ -248,6 +264,6 @@ func (r *fuseFD) writeWithSlice(req *request, ws withSlice) Status {
 	bufs := make([][]byte, 0, 2+len(slices))
 	bufs = append(bufs, req.outHeaderBuf, req.outDataBuf)
 	bufs = append(bufs, slices...)
-	_, err := r.writevFD(bufs)
+	_, err := r.writeReply(bufs...)
 	return ToStatus(err)
 }

@@ -8,10 +8,7 @@ const useSingleReader = false
 
 func (r *fuseFD) write(req *request) Status {
 	if req.outPayloadSize() == 0 {
-		err := handleEINTR(func() error {
-			_, err := r.writevFD([][]byte{req.outHeaderBuf, req.outDataBuf})
-			return err
-		})
+		_, err := r.writeReply(req.outHeaderBuf, req.outDataBuf)
 		return ToStatus(err)
 	}
 
@@ -38,6 +35,6 @@ func (r *fuseFD) write(req *request) Status {
 		req.serializeHeader(len(req.outPayload))
 	}
 
-	_, err := r.writevFD([][]byte{req.outHeaderBuf, req.outDataBuf, req.outPayload})
+	_, err := r.writeReply(req.outHeaderBuf, req.outDataBuf, req.outPayload)
 	return ToStatus(err)
 }

@@ -98,12 +98,8 @@ func (r *fuseFD) trySplice(req *request, readResult ReadResult) error {
 		return r.trySplice(req, ReadResultPipeFlags(pair, payloadLen, spliceFlags))
 	}
 
-	// Write header + payload to /dev/fuse.
-	if cerr := r.withFD(func(fd int) {
-		_, err = pair.WriteToFlags(uintptr(fd), total, spliceFlags)
-	}); cerr != nil {
-		return cerr
-	}
+	// Write header + payload to /dev/fuse (see fuseFD.fd).
+	_, err = pair.WriteToFlags(uintptr(r.fd), total, spliceFlags)
 	return err
 }
 
