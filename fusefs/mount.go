@@ -111,6 +111,10 @@ func Mount(u *union.Union, mountpoint string, o Options) (*fuse.Server, error) {
 			// Every change goes through this mount, so the kernel need not
 			// check mtimes (a GETATTR per open) to keep its page cache.
 			ExplicitDataCacheControl: true,
+			// A symlink's target never changes (a new target is a new
+			// symlink, with a node of its own), so the kernel keeps it in
+			// its page cache: one READLINK per symlink, not per use.
+			EnableSymlinkCaching: true,
 			// The kernel checks permissions on the merged attributes.
 			Options: []string{"default_permissions"},
 		},

@@ -5,6 +5,7 @@ package e2e
 // (run on the kernel's upper as well, which proves them right).
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -121,6 +122,35 @@ func TestSymlinkNewName(t *testing.T) {
 			wantCopiedUpLike(t, s, "d", 0, false)
 			wantNoUpperEntry(t, s, "d/target")
 		},
+	})
+}
+
+// The kernel keeps symlink targets in its page cache (FUSE_CACHE_SYMLINKS):
+// a symlink replaced under the same name, in every way, must show its new
+// target, also while the old one is still held (O_PATH) and the upper
+// filesystem may hand its inode number to the new one.
+func TestSymlinkReplacedShowsNewTarget(t *testing.T) {
+	t.Parallel()
+	ops := []op{
+		opReadlink("l"), opReadlink("d/l"), opRead("d/l"),
+		opOpenKeep("old", "l", unix.O_PATH|unix.O_NOFOLLOW),
+		opUnlink("l"), opSymlink("two", "l"), opReadlink("l"),
+		opSymlink("../f2", "tmp"), opReadlink("tmp"), opRename("tmp", "d/l"), opReadlink("d/l"), opRead("d/l"),
+	}
+	for i := range 20 {
+		target := fmt.Sprintf("t%d", i)
+		ops = append(ops, opReadlink("l"), opUnlink("l"), opSymlink(target, "l"), opReadlink("l"))
+	}
+	ops = append(ops, opClose("old"), opReaddir("."))
+	sameOnBoth(t, diffCase{
+		stackSpec: stackSpec{lowers: [][]Entry{{
+			Symlink("l", "one"),
+			Dir("d"),
+			File("d/f", "f"),
+			File("f2", "f2"),
+			Symlink("d/l", "f"),
+		}}},
+		ops: ops,
 	})
 }
 
