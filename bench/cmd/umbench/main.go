@@ -409,6 +409,7 @@ func (b *bench) main() error {
 		b.logf("building %s", b.bin)
 		build := exec.CommandContext(ctx, "go", "build", "-o", b.bin, "./cmd/unionmount")
 		build.Dir = cfg.repo
+		build.Env = append(os.Environ(), "CGO_ENABLED=0") // as make build
 		if out, err := build.CombinedOutput(); err != nil {
 			return fmt.Errorf("go build ./cmd/unionmount: %v\n%s", err, out)
 		}

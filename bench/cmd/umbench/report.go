@@ -356,7 +356,7 @@ func (b *bench) targets() []targetRow {
 			continue
 		}
 		r, cell := ratioCell(hs, w.name, candUnion, candKernel, false)
-		rows = append(rows, targetRow{fmt.Sprintf("%s: unionmount ≤ %.2gx kernel overlayfs", w.name, w.kernelMax),
+		rows = append(rows, targetRow{fmt.Sprintf("%s: unionmount ≤ %gx kernel overlayfs", w.name, w.kernelMax),
 			cell + "x", verdict(cell != "–", r <= w.kernelMax)})
 	}
 	if b.podman != nil && len(b.podman.Runs) > 0 {
@@ -607,7 +607,7 @@ func (b *bench) reportRatios(p func(string, ...any)) {
 		}
 		kt := "–"
 		if w.kernelMax > 0 {
-			kt = fmt.Sprintf("≤ %.2gx", w.kernelMax)
+			kt = fmt.Sprintf("≤ %gx", w.kernelMax)
 		}
 		p("| %s | %s | %s |\n", w.name, strings.Join(cells, " | "), kt)
 	}

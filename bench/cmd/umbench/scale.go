@@ -149,7 +149,7 @@ func (b *bench) misses(w *workload, cand string) []string {
 	}
 	if cand == candUnion && w.kernelMax > 0 {
 		if x, c := ratioCell(hs, w.name, cand, candKernel, false); c != "–" && x > w.kernelMax {
-			why = append(why, fmt.Sprintf("%.2fx kernel, target %.2gx", x, w.kernelMax))
+			why = append(why, fmt.Sprintf("%.2fx kernel, target %gx", x, w.kernelMax))
 		}
 	}
 	return why
