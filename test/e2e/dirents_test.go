@@ -58,7 +58,7 @@ func TestListingAcrossCopyUps(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+		fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 		if err != nil {
 			t.Fatal(err)
 		}

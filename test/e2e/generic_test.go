@@ -79,7 +79,7 @@ func TestStatxBirthTime(t *testing.T) {
 	same("unionmount, copied-up f", filepath.Join(mnt, "f"), filepath.Join(s.upper, "f"))
 	same("unionmount, new file", filepath.Join(mnt, "new"), filepath.Join(s.upper, "new"))
 	// An open file with no name any more asks its descriptor.
-	fd, err := unix.Open(filepath.Join(mnt, "g"), unix.O_RDWR, 0)
+	fd, err := unix.Open(filepath.Join(mnt, "g"), unix.O_RDWR|unix.O_CLOEXEC, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -125,7 +125,7 @@ func TestFstatOfRemovedDirectory(t *testing.T) {
 			}
 			check := func(what, dir string, remove func() error) {
 				t.Helper()
-				fd, err := unix.Open(filepath.Join(mnt, dir), unix.O_RDONLY|unix.O_DIRECTORY, 0)
+				fd, err := unix.Open(filepath.Join(mnt, dir), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -169,7 +169,7 @@ func deepNames() []string {
 // mkdir it makes them.
 func walkDirs(t *testing.T, root string, names []string, mkdir bool) []int {
 	t.Helper()
-	fd, err := unix.Open(root, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	fd, err := unix.Open(root, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -185,7 +185,7 @@ func walkDirs(t *testing.T, root string, names []string, mkdir bool) []int {
 				t.Fatalf("mkdir at depth %d: %v", i, err)
 			}
 		}
-		if fd, err = unix.Openat(fd, name, unix.O_RDONLY|unix.O_DIRECTORY, 0); err != nil {
+		if fd, err = unix.Openat(fd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0); err != nil {
 			t.Fatalf("open the directory at depth %d (%d bytes): %v", i+1, len(strings.Join(names[:i+1], "/")), err)
 		}
 		fds = append(fds, fd)
@@ -216,7 +216,7 @@ func TestPathsLongerThanPathMax(t *testing.T) {
 		var st unix.Stat_t
 		err := unix.Fstatat(leaf, "file", &st, unix.AT_SYMLINK_NOFOLLOW)
 		tr.add("stat file: %s size %d", errText(err, mnt), st.Size)
-		if fd, err := unix.Openat(leaf, "file", unix.O_RDONLY, 0); err != nil {
+		if fd, err := unix.Openat(leaf, "file", unix.O_RDONLY|unix.O_CLOEXEC, 0); err != nil {
 			tr.errno("open file", err)
 		} else {
 			buf := make([]byte, 16)
@@ -224,7 +224,7 @@ func TestPathsLongerThanPathMax(t *testing.T) {
 			tr.add("read file: %q %s", buf[:max(n, 0)], errText(err, mnt))
 			unix.Close(fd)
 		}
-		if fd, err := unix.Openat(leaf, "new", unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL, 0o644); err != nil {
+		if fd, err := unix.Openat(leaf, "new", unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC, 0o644); err != nil {
 			tr.errno("create new", err)
 		} else {
 			_, err := unix.Write(fd, []byte("new"))
@@ -232,7 +232,7 @@ func TestPathsLongerThanPathMax(t *testing.T) {
 			unix.Close(fd)
 		}
 		tr.errno("append to file", func() error {
-			fd, err := unix.Openat(leaf, "file", unix.O_WRONLY|unix.O_APPEND, 0)
+			fd, err := unix.Openat(leaf, "file", unix.O_WRONLY|unix.O_APPEND|unix.O_CLOEXEC, 0)
 			if err == nil {
 				_, err = unix.Write(fd, []byte("+"))
 				unix.Close(fd)
@@ -388,7 +388,7 @@ func sharedMappingTimes(t *testing.T, metacopy string) {
 		tr := &transcripts[i]
 		for _, name := range []string{"lower", "upper"} {
 			p := filepath.Join(mnt, name)
-			fd, err := unix.Open(p, unix.O_RDWR, 0)
+			fd, err := unix.Open(p, unix.O_RDWR|unix.O_CLOEXEC, 0)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -443,7 +443,7 @@ func TestNamelessFileRacingHandles(t *testing.T) {
 	if err := os.WriteFile(p, []byte("data"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	held, err := unix.Open(p, unix.O_RDONLY, 0)
+	held, err := unix.Open(p, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -468,7 +468,7 @@ func TestNamelessFileRacingHandles(t *testing.T) {
 	for w := 0; w < 4; w++ {
 		wg.Add(2)
 		go run("open through /proc/self/fd and close", func() error {
-			fd, err := unix.Open(layer.ProcFd(held), unix.O_RDONLY, 0)
+			fd, err := unix.Open(layer.ProcFd(held), unix.O_RDONLY|unix.O_CLOEXEC, 0)
 			if err == nil {
 				unix.Close(fd)
 			}
@@ -510,7 +510,7 @@ func TestOpenRenameUnlinkStorm(t *testing.T) {
 						switch r.Intn(3) {
 						case 0:
 							var fd int
-							if fd, err = unix.Open(a, unix.O_WRONLY|unix.O_CREAT|unix.O_TRUNC, 0o644); err == nil {
+							if fd, err = unix.Open(a, unix.O_WRONLY|unix.O_CREAT|unix.O_TRUNC|unix.O_CLOEXEC, 0o644); err == nil {
 								_, err = unix.Write(fd, []byte("x"))
 								unix.Close(fd)
 							}
@@ -543,7 +543,7 @@ const (
 
 // inodeFlags reads the inode flags of path (lsattr).
 func inodeFlags(path string) (uint32, error) {
-	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NONBLOCK, 0)
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return 0, err
 	}
@@ -553,7 +553,7 @@ func inodeFlags(path string) (uint32, error) {
 
 // changeFlags sets and clears inode flags of path (chattr +x, -x).
 func changeFlags(path string, set, clear uint32) error {
-	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NONBLOCK, 0)
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return err
 	}
@@ -586,7 +586,7 @@ func TestChattrFlags(t *testing.T) {
 		}
 		path := func(name string) string { return filepath.Join(mnt, name) }
 		writeOpen := func(name string, flags int) error {
-			fd, err := unix.Open(path(name), flags, 0)
+			fd, err := unix.Open(path(name), flags|unix.O_CLOEXEC, 0)
 			if err == nil {
 				_, err = unix.Write(fd, []byte("+"))
 				unix.Close(fd)
@@ -685,7 +685,7 @@ func TestFileHandles(t *testing.T) {
 			handles[name] = h
 		}
 		open := func(when, mnt string) {
-			mfd, err := unix.Open(mnt, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+			mfd, err := unix.Open(mnt, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -60,7 +60,7 @@ func parseDirents(b []byte) []dirent {
 
 func direntNames(t *testing.T, dir string) []string {
 	t.Helper()
-	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		t.Fatalf("open %s: %v", dir, err)
 	}
@@ -88,7 +88,7 @@ var dtypeOf = map[string]uint8{
 func checkGetdents(t *testing.T, s *side, rel string) {
 	t.Helper()
 	dir := filepath.Join(s.mnt, rel)
-	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		t.Errorf("%s: open %s: %v", s.name, rel, err)
 		return

@@ -200,7 +200,7 @@ func TestNameMaxAndPathMax(t *testing.T) {
 		mkfile(t, filepath.Join(dir, "d", "g"), "g", 0o644, 0, 0)
 		// The deep tree, made with *at calls (its full path is too
 		// long for one call from the mount point's parent).
-		fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+		fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -208,7 +208,7 @@ func TestNameMaxAndPathMax(t *testing.T) {
 			if err := unix.Mkdirat(fd, c, 0o755); err != nil && err != unix.EEXIST {
 				t.Fatal(err)
 			}
-			nfd, err := unix.Openat(fd, c, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+			nfd, err := unix.Openat(fd, c, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 			unix.Close(fd)
 			if err != nil {
 				t.Fatal(err)
@@ -223,7 +223,7 @@ func TestNameMaxAndPathMax(t *testing.T) {
 		p := func(n string) string { return filepath.Join(root, n) }
 		for _, n := range []string{name255, name256} {
 			l := len(n)
-			fd, err := unix.Open(p("d/"+n), unix.O_CREAT|unix.O_WRONLY, 0o644)
+			fd, err := unix.Open(p("d/"+n), unix.O_CREAT|unix.O_WRONLY|unix.O_CLOEXEC, 0o644)
 			if err == nil {
 				unix.Close(fd)
 			}
@@ -243,21 +243,21 @@ func TestNameMaxAndPathMax(t *testing.T) {
 		if target, err := os.Readlink(p("t4095")); err == nil {
 			tr.add("readlink 4095: %d bytes", len(target))
 		}
-		rootFd, err := unix.Open(root, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+		rootFd, err := unix.Open(root, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer unix.Close(rootFd)
 		for _, last := range []int{79, 80} {
 			rel := deep + "/" + strings.Repeat("q", last)
-			fd, err := unix.Openat(rootFd, rel, unix.O_CREAT|unix.O_WRONLY, 0o644)
+			fd, err := unix.Openat(rootFd, rel, unix.O_CREAT|unix.O_WRONLY|unix.O_CLOEXEC, 0o644)
 			if err == nil {
 				_, err = unix.Write(fd, []byte("at path max"))
 				unix.Close(fd)
 			}
 			tr.errno(fmt.Sprintf("create relative path of %d bytes", len(rel)), err)
 		}
-		fd, err := unix.Openat(rootFd, deep+"/leaf", unix.O_RDWR|unix.O_APPEND, 0)
+		fd, err := unix.Openat(rootFd, deep+"/leaf", unix.O_RDWR|unix.O_APPEND|unix.O_CLOEXEC, 0)
 		if err == nil {
 			_, err = unix.Write(fd, []byte("+more"))
 			buf := make([]byte, 64)
@@ -267,7 +267,7 @@ func TestNameMaxAndPathMax(t *testing.T) {
 		}
 		tr.errno("append to the deep leaf", err)
 		// The same deep tree walked by a program.
-		dfd, err := unix.Openat(rootFd, deep, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+		dfd, err := unix.Openat(rootFd, deep, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 		if err == nil {
 			names, err := readNames(fmt.Sprintf("/proc/self/fd/%d", dfd))
 			tr.add("deep listing: %q %v", names, err)
@@ -290,7 +290,7 @@ func TestUnlinkedOpenFile(t *testing.T) {
 	}, func(t *testing.T, root string, tr *transcript) {
 		p := func(n string) string { return filepath.Join(root, n) }
 		rootBefore := statLine(root)
-		fd, err := unix.Open(p("f"), unix.O_RDWR, 0)
+		fd, err := unix.Open(p("f"), unix.O_RDWR|unix.O_CLOEXEC, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -312,7 +312,7 @@ func TestUnlinkedOpenFile(t *testing.T) {
 		tr.add("root xattrs: %s %v", fmtXattrs(x), err)
 		tr.add("stat f: %s", statLine(p("f")))
 
-		gfd, err := unix.Open(p("g"), unix.O_RDONLY, 0)
+		gfd, err := unix.Open(p("g"), unix.O_RDONLY|unix.O_CLOEXEC, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -322,7 +322,7 @@ func TestUnlinkedOpenFile(t *testing.T) {
 		tr.errno("unlink g2", unix.Unlink(p("g2")))
 		tr.add("fstat g (no name left): %s", fstatLine(gfd))
 
-		hfd, err := unix.Open(p("h"), unix.O_RDONLY, 0)
+		hfd, err := unix.Open(p("h"), unix.O_RDONLY|unix.O_CLOEXEC, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -351,7 +351,7 @@ func TestSetidClearedLikeExt4(t *testing.T) {
 	}, func(t *testing.T, root string, tr *transcript) {
 		p := func(n string) string { return filepath.Join(root, n) }
 		write := func(n string) error {
-			fd, err := unix.Open(p(n), unix.O_WRONLY|unix.O_APPEND, 0)
+			fd, err := unix.Open(p(n), unix.O_WRONLY|unix.O_APPEND|unix.O_CLOEXEC, 0)
 			if err != nil {
 				return err
 			}
@@ -416,7 +416,7 @@ func TestCtimeUpdated(t *testing.T) {
 			{"truncate", func() error { return unix.Truncate(p("truncate"), 1) }},
 			{"write", func() error { return os.WriteFile(p("write"), []byte("new"), 0o644) }},
 			{"fchmod", func() error {
-				fd, err := unix.Open(p("fchmod"), unix.O_RDONLY, 0)
+				fd, err := unix.Open(p("fchmod"), unix.O_RDONLY|unix.O_CLOEXEC, 0)
 				if err != nil {
 					return err
 				}
@@ -480,13 +480,13 @@ func TestFifosAndDeviceNodes(t *testing.T) {
 	}, func(t *testing.T, root string, tr *transcript) {
 		p := func(n string) string { return filepath.Join(root, n) }
 		pipe := func(name string) {
-			r, err := unix.Open(p(name), unix.O_RDONLY|unix.O_NONBLOCK, 0)
+			r, err := unix.Open(p(name), unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 			if err != nil {
 				tr.errno("open "+name+" for reading", err)
 				return
 			}
 			defer unix.Close(r)
-			w, err := unix.Open(p(name), unix.O_WRONLY|unix.O_NONBLOCK, 0)
+			w, err := unix.Open(p(name), unix.O_WRONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 			if err != nil {
 				tr.errno("open "+name+" for writing", err)
 				return
@@ -513,7 +513,7 @@ func TestFifosAndDeviceNodes(t *testing.T) {
 			tr.add("%s: %s rdev %d:%d %s", n.name, statLine(p(n.name)), unix.Major(st.Rdev), unix.Minor(st.Rdev), errText(err, ""))
 		}
 		// A character device in the lower, used in place.
-		fd, err := unix.Open(p("null"), unix.O_WRONLY, 0)
+		fd, err := unix.Open(p("null"), unix.O_WRONLY|unix.O_CLOEXEC, 0)
 		if err == nil {
 			_, err = unix.Write(fd, []byte("into /dev/null"))
 			unix.Close(fd)
@@ -557,7 +557,7 @@ func TestOTmpfile(t *testing.T) {
 			if excl {
 				flags |= unix.O_EXCL
 			}
-			fd, err := unix.Open(dir, flags, 0o640)
+			fd, err := unix.Open(dir, flags|unix.O_CLOEXEC, 0o640)
 			tr.errno(fmt.Sprintf("open O_TMPFILE excl=%v", excl), err)
 			if err != nil {
 				continue
@@ -574,7 +574,7 @@ func TestOTmpfile(t *testing.T) {
 			tr.add("%s: %s %s", name, statLine(filepath.Join(dir, name)), readLine(filepath.Join(dir, name)))
 			unix.Close(fd)
 		}
-		fd, err := unix.Open(dir, unix.O_TMPFILE|unix.O_RDONLY, 0o600)
+		fd, err := unix.Open(dir, unix.O_TMPFILE|unix.O_RDONLY|unix.O_CLOEXEC, 0o600)
 		if err == nil {
 			unix.Close(fd)
 		}
@@ -612,7 +612,7 @@ func TestFallocateAndSeekHoles(t *testing.T) {
 		// as zeros.
 		exact := true
 		holes := func(name string) {
-			fd, err := unix.Open(p(name), unix.O_RDONLY, 0)
+			fd, err := unix.Open(p(name), unix.O_RDONLY|unix.O_CLOEXEC, 0)
 			if err != nil {
 				tr.errno("open "+name, err)
 				return
@@ -637,7 +637,7 @@ func TestFallocateAndSeekHoles(t *testing.T) {
 		}
 		holes("sparse")
 		// Copy it up (first byte rewritten in place), then again.
-		fd, err := unix.Open(p("sparse"), unix.O_WRONLY, 0)
+		fd, err := unix.Open(p("sparse"), unix.O_WRONLY|unix.O_CLOEXEC, 0)
 		if err == nil {
 			_, err = unix.Pwrite(fd, []byte("d"), 0)
 			unix.Close(fd)
@@ -656,7 +656,7 @@ func TestFallocateAndSeekHoles(t *testing.T) {
 			{"zero", unix.FALLOC_FL_ZERO_RANGE, 4096, 8192},
 		}
 		for _, m := range modes {
-			fd, err := unix.Open(p(m.name), unix.O_RDWR, 0)
+			fd, err := unix.Open(p(m.name), unix.O_RDWR|unix.O_CLOEXEC, 0)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -665,7 +665,7 @@ func TestFallocateAndSeekHoles(t *testing.T) {
 			holes(m.name)
 		}
 		// fallocate through a read-only descriptor fails.
-		fd, err = unix.Open(p("alloc"), unix.O_RDONLY, 0)
+		fd, err = unix.Open(p("alloc"), unix.O_RDONLY|unix.O_CLOEXEC, 0)
 		if err == nil {
 			tr.errno("fallocate on a read-only fd", unix.Fallocate(fd, 0, 0, 4096))
 			unix.Close(fd)
@@ -706,7 +706,7 @@ func TestFallocateCollapseInsertRefused(t *testing.T) {
 	s := &side{name: "unionmount", stack: newStack(t, stackSpec{lowers: [][]Entry{{File("f", strings.Repeat("x", 16384))}}})}
 	s.mount(t, nil)
 	defer s.unmount(t)
-	fd, err := unix.Open(filepath.Join(s.mnt, "f"), unix.O_RDWR, 0)
+	fd, err := unix.Open(filepath.Join(s.mnt, "f"), unix.O_RDWR|unix.O_CLOEXEC, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -738,13 +738,13 @@ func TestCopyFileRange(t *testing.T) {
 		// within ext4 it copies. Either way the result must be whole.
 		crossFS := func(from, to string) bool { return from == outside || to == outside }
 		cfr := func(from, to string, off1, off2 int64, n int, flags int) {
-			in, err := unix.Open(from, unix.O_RDONLY, 0)
+			in, err := unix.Open(from, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 			if err != nil {
 				tr.errno("open "+filepath.Base(from), err)
 				return
 			}
 			defer unix.Close(in)
-			out, err := unix.Open(to, unix.O_WRONLY|unix.O_CREAT, 0o644)
+			out, err := unix.Open(to, unix.O_WRONLY|unix.O_CREAT|unix.O_CLOEXEC, 0o644)
 			if err != nil {
 				tr.errno("open "+filepath.Base(to), err)
 				return
@@ -796,7 +796,7 @@ func TestLocks(t *testing.T) {
 	}, func(t *testing.T, root string, tr *transcript) {
 		p := func(n string) string { return filepath.Join(root, n) }
 		open := func(n string, flags int) int {
-			fd, err := unix.Open(p(n), flags, 0)
+			fd, err := unix.Open(p(n), flags|unix.O_CLOEXEC, 0)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -942,7 +942,7 @@ func TestOtherUsersLikeExt4(t *testing.T) {
 	}, func(t *testing.T, root string, tr *transcript) {
 		p := func(n string) string { return filepath.Join(root, n) }
 		write := func(n string) error {
-			fd, err := unix.Open(p(n), unix.O_WRONLY|unix.O_APPEND, 0)
+			fd, err := unix.Open(p(n), unix.O_WRONLY|unix.O_APPEND|unix.O_CLOEXEC, 0)
 			if err != nil {
 				return err
 			}
@@ -950,7 +950,7 @@ func TestOtherUsersLikeExt4(t *testing.T) {
 			return firstErr(err, unix.Close(fd))
 		}
 		create := func(n string) error {
-			fd, err := unix.Open(p(n), unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL, 0o664)
+			fd, err := unix.Open(p(n), unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC, 0o664)
 			if err != nil {
 				return err
 			}
@@ -1036,7 +1036,7 @@ func TestSharedMmapSeesCopyUp(t *testing.T) {
 	}}})}
 	s.mount(t, nil)
 	p := filepath.Join(s.mnt, "f")
-	fd, err := unix.Open(p, unix.O_RDONLY, 0)
+	fd, err := unix.Open(p, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1047,7 +1047,7 @@ func TestSharedMmapSeesCopyUp(t *testing.T) {
 	if string(m[:3]) != "aaa" {
 		t.Fatalf("mapping shows %q before the copy-up", m[:3])
 	}
-	w, err := unix.Open(p, unix.O_RDWR, 0)
+	w, err := unix.Open(p, unix.O_RDWR|unix.O_CLOEXEC, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1172,7 +1172,7 @@ func TestStDevIsTheMounts(t *testing.T) {
 				t.Errorf("%s: %s: st_dev %d:%d, the mount is %d:%d", s.name, n, unix.Major(st.Dev), unix.Minor(st.Dev), unix.Major(want), unix.Minor(want))
 			}
 		}
-		fd, err := unix.Open(filepath.Join(s.mnt, "c"), unix.O_RDONLY, 0)
+		fd, err := unix.Open(filepath.Join(s.mnt, "c"), unix.O_RDONLY|unix.O_CLOEXEC, 0)
 		if err != nil {
 			t.Fatal(err)
 		}

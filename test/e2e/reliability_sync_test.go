@@ -79,7 +79,7 @@ func TestSyncReachesUpperDisk(t *testing.T) {
 			case "O_DSYNC":
 				flags |= unix.O_DSYNC
 			}
-			fd, err := unix.Open(filepath.Join(mnt, name), flags, 0o644)
+			fd, err := unix.Open(filepath.Join(mnt, name), flags|unix.O_CLOEXEC, 0o644)
 			if err != nil {
 				t.Fatalf("%s: open: %v", name, err)
 			}
