@@ -227,8 +227,14 @@ func (d *differ) names(u *union.Union, e *union.Entry) (map[string]bool, error) 
 // dirChanged reports whether two directories differ in mode, owner, mtime
 // or xattrs.
 func (d *differ) dirChanged(m, l *union.Entry) (bool, error) {
-	ml, mp := d.u.Visible(m)
-	ll, lp := d.lowers.Visible(l)
+	ml, mp, err := d.u.Visible(m)
+	if err != nil {
+		return false, fmt.Errorf("diff %s: %w", unionPath(m.Path), err)
+	}
+	ll, lp, err := d.lowers.Visible(l)
+	if err != nil {
+		return false, fmt.Errorf("diff %s: %w", unionPath(m.Path), err)
+	}
 	ms, err := ml.Lstat(mp)
 	if err != nil {
 		return false, fmt.Errorf("diff %s: %w", unionPath(m.Path), err)

@@ -209,7 +209,10 @@ func (x *exporter) indexVisible(ctx context.Context, root *union.Entry) error {
 			if err != nil {
 				return fmt.Errorf("export %s: %w", unionPath(p), err)
 			}
-			l, real := x.u.Visible(e)
+			l, real, err := x.u.Visible(e)
+			if err != nil {
+				return fmt.Errorf("export %s: %w", unionPath(p), err)
+			}
 			if _, err := x.dir(p, l, real); err != nil {
 				return err
 			}

@@ -348,7 +348,10 @@ func (im *importer) ensureDir(rel string) error {
 	var m *meta
 	if im.lowers != nil {
 		if e, err := im.lowers.Resolve(rel); err == nil && e.IsDir() {
-			l, p := im.lowers.Visible(e)
+			l, p, err := im.lowers.Visible(e)
+			if err != nil {
+				return fmt.Errorf("lowerdir: %s: %w", rel, err)
+			}
 			lst, err := l.Lstat(p)
 			if err != nil {
 				return fmt.Errorf("lowerdir: %s: %w", rel, err)
@@ -385,7 +388,10 @@ func (im *importer) linkTarget(target, name string) error {
 	if err != nil || e.IsDir() {
 		return fmt.Errorf("layer: hard link %s to %s, which is neither in the layer nor a file of the lowers", name, target)
 	}
-	l, p := im.lowers.Visible(e)
+	l, p, err := im.lowers.Visible(e)
+	if err != nil {
+		return fmt.Errorf("lowerdir: %s: %w", target, err)
+	}
 	st, err := l.Lstat(p)
 	if err != nil {
 		return fmt.Errorf("lowerdir: %s: %w", target, err)

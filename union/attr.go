@@ -9,15 +9,23 @@ import (
 	"github.com/unionmount/unionmount/internal/layer"
 )
 
-// top returns the layer and path of e's visible object.
-func (u *Union) top(e *Entry) (*layer.Layer, string) {
+// errGone is the error of a request on an object that no layer holds any
+// more: removed or renamed away by a request that raced with this one.
+var errGone = unix.ENOENT
+
+// top returns the layer and path of e's visible object; errGone if there
+// is none any more (a racing unlink or rename left e no layer).
+func (u *Union) top(e *Entry) (*layer.Layer, string, error) {
 	if e.Upper && u.upper != nil {
-		return u.upper, e.Path
+		return u.upper, e.Path, nil
 	}
 	if u.indexedKey(e.Index) != "" {
-		return u.index, e.Index
+		return u.index, e.Index, nil
 	}
-	return e.Lower[0].Layer, e.Lower[0].Path
+	if len(e.Lower) == 0 {
+		return nil, "", errGone
+	}
+	return e.Lower[0].Layer, e.Lower[0].Path, nil
 }
 
 // dataTop returns the layer and path of e's data: the lower file of a
@@ -29,8 +37,7 @@ func (u *Union) dataTop(e *Entry) (*layer.Layer, string, error) {
 		}
 		return e.Data.Layer, e.Data.Path, nil
 	}
-	l, p := u.top(e)
-	return l, p, nil
+	return u.top(e)
 }
 
 // dataBelow reports whether e's visible object is a metadata-only copy, in
@@ -43,8 +50,12 @@ func dataBelow(e *Entry) bool {
 // inode number, and for a merged directory the link count of the merged
 // view (2 + its subdirectories).
 func (u *Union) Stat(e *Entry) (unix.Stat_t, error) {
-	l, p := u.top(e)
-	st, err := l.Lstat(p)
+	var st unix.Stat_t
+	l, p, err := u.top(e)
+	if err != nil {
+		return st, err
+	}
+	st, err = l.Lstat(p)
 	if err != nil {
 		return st, err
 	}
@@ -72,7 +83,10 @@ func (u *Union) Stat(e *Entry) (unix.Stat_t, error) {
 
 // btime returns the birth time of e's visible object (see Btime).
 func (u *Union) btime(e *Entry) (t unix.StatxTimestamp, ok bool, err error) {
-	l, p := u.top(e)
+	l, p, err := u.top(e)
+	if err != nil {
+		return t, false, err
+	}
 	sx, err := l.Statx(p, unix.STATX_BTIME)
 	if err != nil {
 		return t, false, err
@@ -99,7 +113,10 @@ func (u *Union) Readlink(r Ref) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	l, p := u.top(e)
+	l, p, err := u.top(e)
+	if err != nil {
+		return "", err
+	}
 	t, err := l.Readlink(p)
 	if errors.Is(err, unix.EINVAL) {
 		return "", unix.ENOENT // renamed away meanwhile: no symlink there now

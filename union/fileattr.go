@@ -79,7 +79,10 @@ func (u *Union) flagIoctl(e *Entry, cmd uint32, arg []byte) error {
 		return unix.EINVAL
 	}
 	set := cmd == IocSetFlags || cmd == IocFsSetXattr
-	l, p := u.top(e)
+	l, p, err := u.top(e)
+	if err != nil {
+		return err
+	}
 	if set {
 		if _, err := u.copyUp(e, copyReq{size: All}); err != nil {
 			return err

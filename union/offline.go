@@ -89,5 +89,6 @@ func (u *Union) LowerLayers() []*layer.Layer { return u.lowers }
 func (u *Union) Config() Config { return u.cfg }
 
 // Visible returns the layer and the path in it of e's visible object: the
-// upper object if there is one, else the topmost lower one.
-func (u *Union) Visible(e *Entry) (*layer.Layer, string) { return u.top(e) }
+// upper object if there is one, else the topmost lower one; ENOENT if no
+// layer holds it.
+func (u *Union) Visible(e *Entry) (*layer.Layer, string, error) { return u.top(e) }

@@ -540,3 +540,30 @@ func copyUpAll(u *Union, e *Entry) error {
 	_, err := u.copyUp(e, copyReq{size: All})
 	return err
 }
+
+// TestObjectWithNoLayerIsENOENT: an entry that a racing unlink or rename
+// left with no layer (no upper object, no lower) answers ENOENT to every
+// request, instead of the daemon panicking on its missing topmost lower.
+func TestObjectWithNoLayerIsENOENT(t *testing.T) {
+	f := newFixture(t, 1)
+	write(t, filepath.Join(f.lowers[0], "f"), "x")
+	u := f.open(t)
+	e := resolve(t, u, "f")
+	gone := *e
+	gone.Lower = nil
+	if _, err := u.Stat(&gone); !errors.Is(err, unix.ENOENT) {
+		t.Errorf("Stat: %v, want ENOENT", err)
+	}
+	if _, err := u.getxattr(&gone, "user.x", nil); !errors.Is(err, unix.ENOENT) {
+		t.Errorf("Getxattr: %v, want ENOENT", err)
+	}
+	if _, err := u.listxattr(&gone); !errors.Is(err, unix.ENOENT) {
+		t.Errorf("Listxattr: %v, want ENOENT", err)
+	}
+	if fd, err := u.Open(&gone, unix.O_RDONLY); !errors.Is(err, unix.ENOENT) {
+		t.Errorf("Open: fd %d, %v, want ENOENT", fd, err)
+	}
+	if _, _, err := u.Visible(&gone); !errors.Is(err, unix.ENOENT) {
+		t.Errorf("Visible: %v, want ENOENT", err)
+	}
+}

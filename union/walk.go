@@ -32,7 +32,10 @@ type Visited struct {
 // for a directory skips what is in it; any other error ends the walk and
 // is returned.
 func (u *Union) Walk(e *Entry, fn func(v *Visited) error) error {
-	l, p := u.top(e)
+	l, p, err := u.top(e)
+	if err != nil {
+		return fmt.Errorf("walk %s: %w", e.Path, err)
+	}
 	st, err := l.Lstat(p)
 	if err != nil {
 		return fmt.Errorf("walk %s: %w", e.Path, err)
@@ -61,7 +64,10 @@ func (u *Union) walk(v *Visited, fn func(v *Visited) error) error {
 		if err != nil {
 			return fmt.Errorf("walk %s: %w", layer.Join(dir.Path, name), err)
 		}
-		l, p := u.top(child)
+		l, p, err := u.top(child)
+		if err != nil {
+			return fmt.Errorf("walk %s: %w", child.Path, err)
+		}
 		st, err := l.Lstat(p)
 		if err != nil {
 			return fmt.Errorf("walk %s: %w", child.Path, err)

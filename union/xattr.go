@@ -13,7 +13,10 @@ func (u *Union) getxattr(e *Entry, name string, dest []byte) (int, error) {
 	if u.format.IsPrivate(name) || noXattrs(e) {
 		return 0, unix.ENODATA
 	}
-	l, p := u.top(e)
+	l, p, err := u.top(e)
+	if err != nil {
+		return 0, err
+	}
 	return l.Getxattr(p, name, dest)
 }
 
@@ -26,7 +29,10 @@ func (u *Union) listxattr(e *Entry) ([]string, error) {
 	if noXattrs(e) {
 		return nil, nil
 	}
-	l, p := u.top(e)
+	l, p, err := u.top(e)
+	if err != nil {
+		return nil, err
+	}
 	names, err := l.Listxattr(p)
 	if err != nil {
 		return nil, err
@@ -69,7 +75,10 @@ func (u *Union) removexattr(e *Entry, name string) error {
 		return errReadOnly
 	}
 	if !e.Upper {
-		l, p := u.top(e)
+		l, p, err := u.top(e)
+		if err != nil {
+			return err
+		}
 		if _, err := l.Getxattr(p, name, nil); err != nil {
 			if errors.Is(err, unix.ENODATA) {
 				return unix.ENODATA
