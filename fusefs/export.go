@@ -2,15 +2,11 @@ package fusefs
 
 import (
 	"context"
-	"errors"
-	"io/fs"
 	"strings"
 	"syscall"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
-
-	"github.com/unionmount/unionmount/union"
 )
 
 // File handles (Options.NFSExport). The kernel makes a handle of a node's
@@ -26,36 +22,18 @@ var (
 	_ = (gofs.NodeLookupParenter)((*Node)(nil))
 )
 
-// errFound ends the walk of LookupNode.
-var errFound = errors.New("found")
-
 // LookupNode finds the object whose union inode number is id, the node
-// ID of a handle the daemon no longer knows, by walking the merged tree
-// (its cost grows with the tree: it is the rare case of a handle older
-// than the kernel's cache). The node is connected to the tree by looking
-// up every name of its path. An object that no longer exists is ESTALE,
-// as on kernel overlayfs.
+// ID of a handle the daemon no longer knows (union.PathOf: a walk of the
+// merged tree, the rare case of a handle older than the kernel's cache),
+// and connects it to the tree by looking up every name of its path. An
+// object that no longer exists is ESTALE, as on kernel overlayfs.
 func (n *Node) LookupNode(ctx context.Context, id uint64, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	if !n.nfsExport {
 		return nil, syscall.ESTALE
 	}
-	root, en := n.entry()
-	if en != 0 {
-		return nil, en
-	}
-	var path string
-	err := n.u.Walk(root, func(v *union.Visited) error {
-		if v.Entry.Ino == id && v.Entry.Path != "" {
-			path = v.Entry.Path
-			return errFound
-		}
-		return nil
-	})
-	if err != nil && !errors.Is(err, errFound) && !errors.Is(err, fs.SkipDir) {
+	path, err := n.u.PathOf(id)
+	if err != nil {
 		return nil, errno(err)
-	}
-	if path == "" {
-		return nil, syscall.ESTALE
 	}
 	cur := n.EmbeddedInode()
 	for _, name := range strings.Split(path, "/") {

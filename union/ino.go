@@ -1,6 +1,9 @@
 package union
 
 import (
+	"errors"
+	"io/fs"
+
 	"github.com/unionmount/unionmount/internal/layer"
 	"golang.org/x/sys/unix"
 )
@@ -73,4 +76,34 @@ func (u *Union) fixStat(e *Entry, st unix.Stat_t) unix.Stat_t {
 		st.Nlink = u.indexNlink(e.Index, st.Nlink)
 	}
 	return st
+}
+
+// errFound ends the walk of PathOf.
+var errFound = errors.New("found")
+
+// PathOf returns the union path of the object whose union inode number is
+// ino, by walking the merged tree from the root: the way back from a file
+// handle whose object nobody has looked up since (its cost grows with the
+// tree). ESTALE if there is no such object any more, as kernel overlayfs
+// answers a handle of a removed object.
+func (u *Union) PathOf(ino uint64) (string, error) {
+	root, err := u.Root()
+	if err != nil {
+		return "", err
+	}
+	var path string
+	err = u.Walk(root, func(v *Visited) error {
+		if v.Entry.Ino == ino && v.Entry.Path != "" {
+			path = v.Entry.Path
+			return errFound
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, errFound) && !errors.Is(err, fs.SkipDir) {
+		return "", err
+	}
+	if path == "" {
+		return "", unix.ESTALE
+	}
+	return path, nil
 }
