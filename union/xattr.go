@@ -54,16 +54,22 @@ func (u *Union) setxattr(e *Entry, name string, value []byte, flags int) error {
 	if u.upper == nil {
 		return errReadOnly
 	}
-	if _, err := u.copyUp(e, copyReq{size: metaOnly}); err != nil {
-		return err
-	}
-	e.NoXattrs = false
-	obj, err := u.upperObject(e.Path, e.Mode)
+	obj, err := u.copiedForXattrs(e)
 	if err != nil {
 		return err
 	}
 	defer unix.Close(obj)
 	return unix.Setxattr(layer.ProcFd(obj), name, value, flags)
+}
+
+// copiedForXattrs copies e up (its metadata, at least) and opens its upper
+// object (O_PATH) for an xattr change; e no longer counts as having none.
+func (u *Union) copiedForXattrs(e *Entry) (int, error) {
+	if _, err := u.copyUp(e, copyReq{size: metaOnly}); err != nil {
+		return -1, err
+	}
+	e.NoXattrs = false
+	return u.upperObject(e.Path, e.Mode)
 }
 
 // removexattr removes xattr name of e, copying it up only if it has it.
@@ -86,11 +92,7 @@ func (u *Union) removexattr(e *Entry, name string) error {
 			return err
 		}
 	}
-	if _, err := u.copyUp(e, copyReq{size: metaOnly}); err != nil {
-		return err
-	}
-	e.NoXattrs = false
-	obj, err := u.upperObject(e.Path, e.Mode)
+	obj, err := u.copiedForXattrs(e)
 	if err != nil {
 		return err
 	}
