@@ -68,12 +68,19 @@ func originValue(st *unix.Stat_t) []byte {
 }
 
 // fixStat turns the attributes of a real object into the union object's:
-// the union inode number, and an indexed inode's union link count.
+// the union inode number, and the union link count of an indexed inode or
+// of a lower file with several names.
 func (u *Union) fixStat(e *Entry, st unix.Stat_t) unix.Stat_t {
 	e.Real = [2]uint64{st.Dev, st.Ino}
 	st.Ino = e.Ino
-	if e.Index != "" {
+	switch {
+	case u.indexedKey(e.Index) != "":
 		st.Nlink = u.indexNlink(e.Index, st.Nlink)
+	case !e.Upper && len(e.Lower) > 0 && st.Nlink > 1 && st.Mode&unix.S_IFMT == unix.S_IFREG:
+		// A lower file with several names that no name of was copied
+		// up: the count lookup shows (see lowerNlink), not its links on
+		// disk, which count an old index's when the layer was an upper.
+		st.Nlink = u.lowerNlink(e.Lower[0].Layer, e.Lower[0].Path, st.Nlink)
 	}
 	return st
 }

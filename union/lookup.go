@@ -225,9 +225,6 @@ func (u *Union) Lookup(parent *Entry, name string) (*Entry, unix.Stat_t, error) 
 				r, _ := cand.Layer.GetxattrString(cand.Path, u.format.Name(layer.Redirect))
 				e.Data = u.metacopyData(parent, name, cand.resolve(r), cand.Layer)
 			}
-			if !e.Upper && st.Nlink > 1 && st.Mode&unix.S_IFMT == unix.S_IFREG {
-				top.Nlink = u.lowerNlink(cand.Layer, cand.Path, top.Nlink)
-			}
 			if !e.Upper && st.Nlink > 1 && st.Mode&unix.S_IFMT == unix.S_IFREG && u.index != nil {
 				// Another name of this file may have been copied up: then
 				// this one shows the copy, through the index.

@@ -442,3 +442,26 @@ func TestDiffRotatedIndexedCopiedAgain(t *testing.T) {
 		},
 	})
 }
+
+// Found by TestDifferentialRandom, seed 9127 (with rotations):
+// remount-changed:nlink. Both names of a lower file copied up (one by
+// truncate, one by an open for writing), then the upper rotated into the
+// lowers: lookup showed the union count the copy recorded (2), but a
+// later stat the links on disk (3, the old workdir's index among them).
+func TestDiffSeed9127(t *testing.T) {
+	t.Parallel()
+	checkSeq(t, seqCase{
+		Lowers: [][]Entry{
+			{
+				File("e/d/b", "x"),
+				Hardlink("a/b/a", "e/d/b"),
+			},
+		},
+		Ops: []genOp{
+			{Kind: gTruncate, Path: "a/b/a", Off: 4096},
+			{Kind: gOpen, Path: "e/d/b", Key: "fd0", Flags: 2},
+			{Kind: gRotate},
+			{Kind: gRead, Path: "a/b/a"},
+		},
+	})
+}
