@@ -231,6 +231,14 @@ func serve(c mountConfig, ready func(error)) int {
 		return fail(fmt.Errorf("mount %s: %w", c.mountpoint, err))
 	}
 	if err := server.WaitMount(); err != nil {
+		if typ, _ := mountinfo.FsType(c.mountpoint); !strings.HasPrefix(typ, "fuse") {
+			// Unmounted before it was ready: go-fuse's first look into
+			// the new mount found the directory beneath. The mount came
+			// and went as asked, which ends the daemon cleanly.
+			slog.Info("unmounted before it was ready", "mountpoint", c.mountpoint)
+			ready(nil)
+			return 0
+		}
 		return fail(fmt.Errorf("mount %s: %w", c.mountpoint, err))
 	}
 	conn, dev := fuseConnection(c.mountpoint)
