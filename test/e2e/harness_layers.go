@@ -309,6 +309,18 @@ func sortedKeys[V any](m map[string]V) []string {
 	return keys
 }
 
+// allKeys returns the keys of a and b together, sorted, each once.
+func allKeys[V any](a, b map[string]V) []string {
+	both := make(map[string]V, len(a)+len(b))
+	for k, v := range a {
+		both[k] = v
+	}
+	for k, v := range b {
+		both[k] = v
+	}
+	return sortedKeys(both)
+}
+
 // lowerDirVisible reports whether, without anything in upper, the lowers
 // of s would show a directory at rel: the first lower that has rel decides
 // (a whiteout or non-directory hides it), and a lower whose ancestor of rel

@@ -371,14 +371,7 @@ func upperChanges(t *testing.T, lower, merged Tree, upper string) []string {
 		}
 		return false
 	}
-	paths := map[string]bool{}
-	for p := range lower {
-		paths[p] = true
-	}
-	for p := range merged {
-		paths[p] = true
-	}
-	for _, p := range sortedKeys(paths) {
+	for _, p := range allKeys(lower, merged) {
 		if p == "." {
 			continue
 		}

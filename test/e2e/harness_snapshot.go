@@ -261,14 +261,7 @@ type diffOpts struct {
 // compared (see dirNlinkDiffs).
 func diffTrees(aName string, a Tree, bName string, b Tree, o diffOpts) []string {
 	var out []string
-	paths := map[string]bool{}
-	for p := range a {
-		paths[p] = true
-	}
-	for p := range b {
-		paths[p] = true
-	}
-	for _, p := range sortedKeys(paths) {
+	for _, p := range allKeys(a, b) {
 		na, inA := a[p]
 		nb, inB := b[p]
 		switch {
@@ -463,14 +456,7 @@ func overlayXattr(p, name string) string {
 // which keeps hiding what is below).
 func diffUppers(aName string, a map[string]RawNode, bName string, b map[string]RawNode, s *stack) []string {
 	var out []string
-	paths := map[string]bool{}
-	for p := range a {
-		paths[p] = true
-	}
-	for p := range b {
-		paths[p] = true
-	}
-	for _, p := range sortedKeys(paths) {
+	for _, p := range allKeys(a, b) {
 		na, inA := a[p]
 		nb, inB := b[p]
 		desc := func(n RawNode) string {
